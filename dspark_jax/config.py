@@ -1,0 +1,137 @@
+"""Frozen configuration dataclasses and `key=value` command-line overrides.
+
+Configs are static data: they are hashable so jitted functions can take them as static
+arguments, and every field that changes a compiled shape or code path lives here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+Family = Literal["llama", "qwen3", "gemma3"]
+FAMILIES: tuple[str, ...] = ("llama", "qwen3", "gemma3")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """A decoder-only target model.
+
+  The three supported families differ only in switches below:
+    llama  (SmolLM2): pre-norm blocks, SiLU-gated MLP.
+    qwen3:  llama plus RMSNorm on each query/key head before RoPE (`qk_norm`).
+    gemma3: qk-norm, sandwich norms around attention and MLP, norm weights stored as w with
+            (1 + w) applied, embeddings scaled by sqrt(hidden), GELU(tanh) MLP, alternating
+            sliding-window (local RoPE base) and global layers, optional logit soft-capping.
+  """
+
+  family: Family
+  vocab_size: int
+  hidden_size: int
+  intermediate_size: int
+  num_layers: int
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  rms_eps: float = 1e-6
+  rope_theta: float = 10000.0
+  # Linear RoPE position scaling on global layers (Gemma 3 4B+ use 8.0); 1.0 means none.
+  rope_scaling_factor: float = 1.0
+  # RoPE base on sliding-window layers (Gemma 3: 10000); None -> rope_theta.
+  rope_local_theta: float | None = None
+  # Per-layer sliding window in tokens (a query sees keys with q - k < window); None = global.
+  # Empty tuple means every layer is global.
+  layer_windows: tuple[int | None, ...] = ()
+  # Attention scores are q.k * query_scale; None -> head_dim ** -0.5.
+  query_scale: float | None = None
+  attn_logit_softcap: float | None = None
+  final_logit_softcap: float | None = None
+  tie_embeddings: bool = True
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.family not in FAMILIES:
+      raise ValueError(f"unsupported model family {self.family!r}; supported: {FAMILIES}")
+    if self.num_heads % self.num_kv_heads:
+      raise ValueError(
+        f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})"
+      )
+    if self.layer_windows and len(self.layer_windows) != self.num_layers:
+      raise ValueError(
+        f"layer_windows has {len(self.layer_windows)} entries for {self.num_layers} layers"
+      )
+
+  @property
+  def qk_norm(self) -> bool:
+    return self.family in ("qwen3", "gemma3")
+
+  @property
+  def gemma_style(self) -> bool:
+    """Sandwich norms, (1 + w) norm weights, scaled embeddings, GELU."""
+    return self.family == "gemma3"
+
+  @property
+  def scale(self) -> float:
+    return self.query_scale if self.query_scale is not None else self.head_dim**-0.5
+
+  def window(self, layer: int) -> int | None:
+    return self.layer_windows[layer] if self.layer_windows else None
+
+  def rope(self, layer: int) -> tuple[float, float]:
+    """(base, linear scaling factor) of RoPE on `layer`."""
+    if self.window(layer) is not None and self.rope_local_theta is not None:
+      return self.rope_local_theta, 1.0
+    return self.rope_theta, self.rope_scaling_factor
+
+
+def gemma3_layer_windows(num_layers: int, window: int, pattern: int = 6) -> tuple[int | None, ...]:
+  """Gemma 3's layout: every `pattern`-th layer is global, the others slide over `window`."""
+  return tuple(None if (i + 1) % pattern == 0 else window for i in range(num_layers))
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  """Parses a command-line value with the type of the field it replaces."""
+  if isinstance(current, bool):
+    if text.lower() in ("1", "true", "yes", "on"):
+      return True
+    if text.lower() in ("0", "false", "no", "off"):
+      return False
+    raise ValueError(f"expected a boolean, got {text!r}")
+  if isinstance(current, int):
+    return int(text)
+  if isinstance(current, float):
+    value = float(text)
+    if not math.isfinite(value):
+      raise ValueError(f"expected a finite number, got {text!r}")
+    return value
+  if isinstance(current, tuple):
+    return tuple(int(v) for v in text.strip("()[]").split(",") if v.strip())
+  if text.lower() == "none":
+    return None
+  return text
+
+
+def override(config: Any, assignments: list[str]) -> Any:
+  """Returns `config` with `key=value` assignments applied (nested keys with dots).
+
+  Raises:
+    ValueError: on a malformed assignment or an unknown key (with the valid keys listed).
+  """
+  for item in assignments:
+    key, sep, text = item.partition("=")
+    if not sep:
+      raise ValueError(f"override {item!r} is not of the form key=value")
+    config = _override_one(config, key.split("."), text)
+  return config
+
+
+def _override_one(config: Any, path: list[str], text: str) -> Any:
+  names = [f.name for f in dataclasses.fields(config)]
+  head = path[0]
+  if head not in names:
+    raise ValueError(f"unknown config key {head!r} for {type(config).__name__}; valid: {names}")
+  current = getattr(config, head)
+  if len(path) > 1:
+    return dataclasses.replace(config, **{head: _override_one(current, path[1:], text)})
+  return dataclasses.replace(config, **{head: _parse_value(text, current)})

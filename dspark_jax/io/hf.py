@@ -1,0 +1,250 @@
+"""HF checkpoint folders (config.json + *.safetensors) <-> dspark-jax params.
+
+The HF tensor layout (torch Linear [out, in], names like `model.layers.3.self_attn.q_proj.weight`)
+is also the meeting point for the GGUF loader, which renames its tensors into it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from dspark_jax.config import ModelConfig, gemma3_layer_windows
+from dspark_jax.models.transformer import param_shapes
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing, corrupt or does not match the model config."""
+
+
+_MODEL_TYPES = {"llama": "llama", "qwen3": "qwen3", "gemma3_text": "gemma3"}
+
+
+def _rope_params(cfg: dict[str, Any], layer_type: str | None) -> dict[str, Any]:
+  """RoPE parameters in the transformers 5 layout, also from a transformers 4 config."""
+  params = cfg.get("rope_parameters")
+  if params:
+    if layer_type is not None and layer_type in params:
+      return params[layer_type]
+    if "rope_theta" in params or "rope_type" in params:
+      return params
+  scaling = cfg.get("rope_scaling") or {}
+  if layer_type == "sliding_attention":
+    return {"rope_type": "default", "rope_theta": cfg.get("rope_local_base_freq", 10000.0)}
+  return {**scaling, "rope_theta": cfg.get("rope_theta", 10000.0)}
+
+
+def _rope_factor(rope: dict[str, Any]) -> float:
+  kind = rope.get("rope_type", rope.get("type", "default"))
+  if kind == "default":
+    return 1.0
+  if kind == "linear":
+    return float(rope["factor"])
+  raise CheckpointError(f"unsupported RoPE scaling type {kind!r} (supported: default, linear)")
+
+
+def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
+  """Builds a ModelConfig from an HF `config.json` dict (transformers 4 or 5 layout)."""
+  model_type = cfg.get("model_type")
+  if model_type == "gemma3" and "text_config" in cfg:
+    raise CheckpointError(
+      "multimodal Gemma 3 checkpoints are not supported; use a text-only (gemma3_text) checkpoint"
+    )
+  if model_type not in _MODEL_TYPES:
+    raise CheckpointError(
+      f"unsupported architecture model_type={model_type!r}; supported: {sorted(_MODEL_TYPES)}"
+    )
+  family = _MODEL_TYPES[model_type]
+  for flag in ("attention_bias", "mlp_bias"):
+    if cfg.get(flag):
+      raise CheckpointError(f"{flag}=true is not supported for {model_type}")
+  act = cfg.get("hidden_activation") or cfg.get("hidden_act")
+  want_act = "gelu_pytorch_tanh" if family == "gemma3" else "silu"
+  if act not in (None, want_act):
+    raise CheckpointError(f"unsupported activation {act!r} for {model_type} (expected {want_act})")
+
+  heads = cfg["num_attention_heads"]
+  head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+  layers = cfg["num_hidden_layers"]
+  layer_types = cfg.get("layer_types")
+  windows: tuple[int | None, ...] = ()
+  if family == "gemma3":
+    if layer_types:
+      windows = tuple(
+        cfg["sliding_window"] if t == "sliding_attention" else None for t in layer_types
+      )
+    else:
+      pattern = cfg.get("sliding_window_pattern", cfg.get("_sliding_window_pattern", 6))
+      windows = gemma3_layer_windows(layers, cfg["sliding_window"], pattern)
+  elif layer_types and "sliding_attention" in layer_types and cfg.get("use_sliding_window"):
+    windows = tuple(
+      cfg["sliding_window"] if t == "sliding_attention" else None for t in layer_types
+    )
+
+  global_rope = _rope_params(cfg, "full_attention" if family == "gemma3" else None)
+  local_rope = _rope_params(cfg, "sliding_attention") if family == "gemma3" else None
+  if local_rope is not None and _rope_factor(local_rope) != 1.0:
+    raise CheckpointError("RoPE scaling on sliding-window layers is not supported")
+  default_tie = family == "gemma3"
+  return ModelConfig(
+    family=family,
+    vocab_size=cfg["vocab_size"],
+    hidden_size=cfg["hidden_size"],
+    intermediate_size=cfg["intermediate_size"],
+    num_layers=layers,
+    num_heads=heads,
+    num_kv_heads=cfg.get("num_key_value_heads") or heads,
+    head_dim=head_dim,
+    rms_eps=cfg.get("rms_norm_eps", 1e-6),
+    rope_theta=float(global_rope.get("rope_theta", 10000.0)),
+    rope_scaling_factor=_rope_factor(global_rope),
+    rope_local_theta=float(local_rope["rope_theta"]) if local_rope else None,
+    layer_windows=windows,
+    query_scale=cfg["query_pre_attn_scalar"] ** -0.5 if family == "gemma3" else None,
+    attn_logit_softcap=cfg.get("attn_logit_softcapping"),
+    final_logit_softcap=cfg.get("final_logit_softcapping"),
+    tie_embeddings=cfg.get("tie_word_embeddings", default_tie),
+    dtype=dtype,
+  )
+
+
+def params_from_hf_tensors(
+  config: ModelConfig, get: Callable[[str], np.ndarray | None], dtype: str | None = None
+):
+  """Builds the params pytree from HF-named tensors in torch layout.
+
+  Args:
+    config: the target's config.
+    get: returns the tensor of an HF name (e.g. `model.norm.weight`) or None if absent.
+    dtype: storage dtype of the params (default: the config's dtype).
+
+  Raises:
+    CheckpointError: a tensor is missing or has the wrong shape.
+  """
+  c = config
+  h, n, k, d = c.num_heads, c.num_kv_heads, c.head_dim, c.hidden_size
+
+  def fetch(name: str) -> np.ndarray:
+    tensor = get(name)
+    if tensor is None:
+      raise CheckpointError(f"checkpoint has no tensor {name!r}")
+    return np.asarray(tensor)
+
+  def linear(name: str, out_shape: tuple[int, ...]) -> np.ndarray:
+    """torch [out, in] -> ours [in, *out_shape]."""
+    w = fetch(name)
+    if w.shape[0] != int(np.prod(out_shape)):
+      raise CheckpointError(f"{name} has shape {w.shape}; expected {out_shape} outputs")
+    return w.reshape(*out_shape, w.shape[1]).transpose(-1, *range(len(out_shape)))
+
+  params: dict[str, Any] = {
+    "embedding": fetch("model.embed_tokens.weight"),
+    "final_norm": {"scale": fetch("model.norm.weight")},
+  }
+  if not c.tie_embeddings:
+    params["lm_head"] = linear("lm_head.weight", (c.vocab_size,))
+  for i in range(c.num_layers):
+    pre = f"model.layers.{i}."
+    attn = {
+      "q_proj": linear(pre + "self_attn.q_proj.weight", (h, k)),
+      "k_proj": linear(pre + "self_attn.k_proj.weight", (n, k)),
+      "v_proj": linear(pre + "self_attn.v_proj.weight", (n, k)),
+      # o_proj: torch [D, H*K] -> ours [H, K, D]
+      "o_proj": fetch(pre + "self_attn.o_proj.weight").T.reshape(h, k, d),
+    }
+    if c.qk_norm:
+      attn["q_norm"] = {"scale": fetch(pre + "self_attn.q_norm.weight")}
+      attn["k_norm"] = {"scale": fetch(pre + "self_attn.k_norm.weight")}
+    layer = {
+      "attn": attn,
+      "mlp": {
+        "gate_proj": linear(pre + "mlp.gate_proj.weight", (c.intermediate_size,)),
+        "up_proj": linear(pre + "mlp.up_proj.weight", (c.intermediate_size,)),
+        "down_proj": linear(pre + "mlp.down_proj.weight", (d,)),
+      },
+      "input_norm": {"scale": fetch(pre + "input_layernorm.weight")},
+    }
+    if c.gemma_style:
+      layer["post_attn_norm"] = {"scale": fetch(pre + "post_attention_layernorm.weight")}
+      layer["pre_mlp_norm"] = {"scale": fetch(pre + "pre_feedforward_layernorm.weight")}
+      layer["post_mlp_norm"] = {"scale": fetch(pre + "post_feedforward_layernorm.weight")}
+    else:
+      # Llama's "post_attention_layernorm" is the norm in front of the MLP.
+      layer["pre_mlp_norm"] = {"scale": fetch(pre + "post_attention_layernorm.weight")}
+    params[f"layers_{i}"] = layer
+
+  _check_shapes(params, param_shapes(c))
+  store = np.dtype(jax.numpy.dtype(dtype or c.dtype))
+  return jax.tree.map(lambda x: np.ascontiguousarray(x, dtype=store), params)
+
+
+def _check_shapes(params, expected) -> None:
+  """Raises CheckpointError naming every parameter whose shape differs from the config's."""
+  flat = lambda tree: {
+    jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(tree)
+  }
+  got, want = flat(params), flat(expected)
+  problems = [f"{k}: got {got.get(k)}, expected {v}" for k, v in want.items() if got.get(k) != v]
+  if problems:
+    raise CheckpointError("checkpoint does not match the config: " + "; ".join(problems[:5]))
+
+
+def _safetensors_index(folder: Path) -> dict[str, Path]:
+  """Tensor name -> file, from `model.safetensors.index.json` or the single/all shard files."""
+  index = folder / "model.safetensors.index.json"
+  if index.is_file():
+    weight_map = json.loads(index.read_text())["weight_map"]
+    return {name: folder / file for name, file in weight_map.items()}
+  files = sorted(folder.glob("*.safetensors"))
+  if not files:
+    raise CheckpointError(f"no *.safetensors files in {folder}")
+  from safetensors import safe_open
+
+  names = {}
+  for file in files:
+    with safe_open(file, "np") as f:
+      names.update({name: file for name in f.keys()})  # noqa: SIM118 (safe_open is not a dict)
+  return names
+
+
+def load_hf_folder(path: str | Path, dtype: str = "float32"):
+  """Loads `(config, params)` from an HF checkpoint folder.
+
+  Raises:
+    CheckpointError: missing folder/config/tensors, corrupt files, or unsupported architecture.
+  """
+  from safetensors import SafetensorError, safe_open
+
+  folder = Path(path)
+  config_file = folder / "config.json"
+  if not config_file.is_file():
+    raise CheckpointError(f"{folder} is not an HF checkpoint folder: no config.json")
+  try:
+    cfg = json.loads(config_file.read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+  config = config_from_hf(cfg, dtype)
+  where = _safetensors_index(folder)
+  handles: dict[Path, Any] = {}
+
+  def get(name: str):
+    file = where.get(name)
+    if file is None:
+      return None
+    if file not in handles:
+      try:
+        handles[file] = safe_open(file, "np")
+      except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"cannot read {file}: {e}") from None
+    return handles[file].get_tensor(name)
+
+  try:
+    params = params_from_hf_tensors(config, get)
+  except SafetensorError as e:
+    raise CheckpointError(f"corrupt safetensors file in {folder}: {e}") from None
+  return config, params

@@ -1,0 +1,148 @@
+"""Building blocks of the target family: RMSNorm, RoPE, grouped-query attention, gated MLP.
+
+Letters in names: B batch, T new (query) tokens, S key slots, D model width, H query heads,
+N key/value heads, G query heads per key/value head, K head dim, F MLP width.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from dspark_jax.models.kv_cache import write_rows
+
+_DEFAULT_INIT = nn.initializers.normal(0.02)
+
+
+def _param(module: nn.Module, name: str, shape, axes, init=_DEFAULT_INIT):
+  """A float32 parameter annotated with logical axis names (see `dspark_jax.sharding`)."""
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+class RMSNorm(nn.Module):
+  """RMSNorm over the last axis; Gemma stores the weight as w and applies (1 + w)."""
+
+  eps: float
+  offset: float = 0.0
+  dtype: str = "float32"
+
+  @nn.compact
+  def __call__(self, x):
+    init = nn.initializers.zeros if self.offset else nn.initializers.ones
+    scale = _param(self, "scale", (x.shape[-1],), ("norm",), init)
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (normed * (scale.astype(jnp.float32) + self.offset)).astype(self.dtype)
+
+
+def rope_cos_sin(positions_BxT: jax.Array, head_dim: int, theta: float, factor: float = 1.0):
+  """cos and sin tables [B, T, K] for the half-split ("rotate half") RoPE layout."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  angles = positions_BxT.astype(jnp.float32)[..., None] * (inv_freq / factor)
+  angles = jnp.concatenate([angles, angles], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x_BxTxHxK: jax.Array, cos_BxTxK: jax.Array, sin_BxTxK: jax.Array) -> jax.Array:
+  half = x_BxTxHxK.shape[-1] // 2
+  x32 = x_BxTxHxK.astype(jnp.float32)
+  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  out = x32 * cos_BxTxK[:, :, None, :] + rotated * sin_BxTxK[:, :, None, :]
+  return out.astype(x_BxTxHxK.dtype)
+
+
+def attention_mask(start_B: jax.Array, num_new: int, num_slots: int, window: int | None):
+  """Which key slots each new query may see: [B, T, S] bool.
+
+  Query t of row b sits in slot start_B[b] + t; it sees slots up to and including its own
+  (causal), and with a sliding window only the `window` most recent of them.
+  """
+  query_slot_BxT = start_B[:, None] + jnp.arange(num_new)[None, :]
+  key_slot_S = jnp.arange(num_slots)
+  diff_BxTxS = query_slot_BxT[:, :, None] - key_slot_S[None, None, :]
+  visible = diff_BxTxS >= 0
+  if window is not None:
+    visible &= diff_BxTxS < window
+  return visible
+
+
+def attend(q_BxTxHxK, k_BxSxNxK, v_BxSxNxK, mask_BxTxS, scale: float, softcap: float | None):
+  """Grouped-query softmax attention with float32 scores; returns [B, T, H, K]."""
+  b, t, h, k = q_BxTxHxK.shape
+  n = k_BxSxNxK.shape[2]
+  q_BxTxNxGxK = q_BxTxHxK.reshape(b, t, n, h // n, k)
+  scores = jnp.einsum(
+    "btngk,bsnk->bngts", q_BxTxNxGxK, k_BxSxNxK, preferred_element_type=jnp.float32
+  )
+  scores = scores * scale
+  if softcap is not None:
+    scores = jnp.tanh(scores / softcap) * softcap
+  scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, -jnp.inf)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxNxK.dtype)
+  out = jnp.einsum("bngts,bsnk->btngk", probs, v_BxSxNxK)
+  return out.reshape(b, t, h, k)
+
+
+class Attention(nn.Module):
+  """Grouped-query attention that appends its keys/values to a per-row KV cache."""
+
+  num_heads: int
+  num_kv_heads: int
+  head_dim: int
+  scale: float
+  window: int | None
+  rope_theta: float
+  rope_factor: float
+  qk_norm: bool
+  norm_eps: float
+  norm_offset: float
+  softcap: float | None
+  dtype: str
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, cache_kv, start_B):
+    d = x_BxTxD.shape[-1]
+    h, n, k = self.num_heads, self.num_kv_heads, self.head_dim
+    wq = _param(self, "q_proj", (d, h, k), ("embed", "heads", "head_dim"))
+    wk = _param(self, "k_proj", (d, n, k), ("embed", "kv_heads", "head_dim"))
+    wv = _param(self, "v_proj", (d, n, k), ("embed", "kv_heads", "head_dim"))
+    wo = _param(self, "o_proj", (h, k, d), ("heads", "head_dim", "embed"))
+    dt = self.dtype
+    q = jnp.einsum("btd,dhk->bthk", x_BxTxD, wq.astype(dt))
+    k_new = jnp.einsum("btd,dnk->btnk", x_BxTxD, wk.astype(dt))
+    v_new = jnp.einsum("btd,dnk->btnk", x_BxTxD, wv.astype(dt))
+    if self.qk_norm:
+      q = RMSNorm(self.norm_eps, self.norm_offset, dt, name="q_norm")(q)
+      k_new = RMSNorm(self.norm_eps, self.norm_offset, dt, name="k_norm")(k_new)
+    cos, sin = rope_cos_sin(positions_BxT, k, self.rope_theta, self.rope_factor)
+    q, k_new = apply_rope(q, cos, sin), apply_rope(k_new, cos, sin)
+
+    if cache_kv is None:  # no cache: attend within the new tokens only
+      keys, values = k_new, v_new
+    else:
+      keys = write_rows(cache_kv[0], k_new, start_B)
+      values = write_rows(cache_kv[1], v_new, start_B)
+    mask = attention_mask(start_B, x_BxTxD.shape[1], keys.shape[1], self.window)
+    out_BxTxHxK = attend(q, keys, values, mask, self.scale, self.softcap)
+    out = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, wo.astype(dt))
+    return out, (keys, values)
+
+
+class GatedMLP(nn.Module):
+  """down(act(gate(x)) * up(x)) with SiLU (Llama, Qwen3) or tanh-GELU (Gemma)."""
+
+  hidden: int
+  activation: str
+  dtype: str
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    d = x_BxTxD.shape[-1]
+    w_gate = _param(self, "gate_proj", (d, self.hidden), ("embed", "mlp"))
+    w_up = _param(self, "up_proj", (d, self.hidden), ("embed", "mlp"))
+    w_down = _param(self, "down_proj", (self.hidden, d), ("mlp", "embed"))
+    dt = self.dtype
+    gate = x_BxTxD @ w_gate.astype(dt)
+    act = jax.nn.silu(gate) if self.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+    return (act * (x_BxTxD @ w_up.astype(dt))) @ w_down.astype(dt)
