@@ -1,0 +1,201 @@
+"""GGUF files (llama.cpp) -> ModelConfig + params + tokenizer metadata.
+
+Every tensor is dequantised to float on the host with the `gguf` package's reference
+implementation, renamed into the HF layout and handed to `params_from_hf_tensors`, so both
+loaders share one mapping. Two llama.cpp conventions are undone on the way:
+  * for the `llama` architecture the converter permutes the rows of Q and K so that llama.cpp's
+    interleaved-pair RoPE equals HF's half-split RoPE; we use the half-split form, so the
+    permutation is inverted here;
+  * for Gemma the converter stores norm weights as (1 + w); our Gemma norms apply (1 + w), so
+    1 is subtracted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dspark_jax.config import ModelConfig, gemma3_layer_windows
+from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
+
+# Tensor types this loader dequantises: every type in the bundled SmolLM2 and Gemma 3 files
+# plus the plain float types. Others are refused by name rather than guessed at.
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
+
+_ARCHITECTURES = {"llama": "llama", "qwen3": "qwen3", "gemma3": "gemma3"}
+
+_LAYER_NAMES = {
+  "attn_q": "self_attn.q_proj.weight",
+  "attn_k": "self_attn.k_proj.weight",
+  "attn_v": "self_attn.v_proj.weight",
+  "attn_output": "self_attn.o_proj.weight",
+  "attn_q_norm": "self_attn.q_norm.weight",
+  "attn_k_norm": "self_attn.k_norm.weight",
+  "attn_norm": "input_layernorm.weight",
+  "post_attention_norm": "post_attention_layernorm.weight",
+  "post_ffw_norm": "post_feedforward_layernorm.weight",
+  "ffn_gate": "mlp.gate_proj.weight",
+  "ffn_up": "mlp.up_proj.weight",
+  "ffn_down": "mlp.down_proj.weight",
+}
+
+
+def _hf_name(gguf_name: str, family: str) -> str | None:
+  if gguf_name == "token_embd.weight":
+    return "model.embed_tokens.weight"
+  if gguf_name == "output_norm.weight":
+    return "model.norm.weight"
+  if gguf_name == "output.weight":
+    return "lm_head.weight"
+  parts = gguf_name.split(".")
+  if len(parts) != 4 or parts[0] != "blk" or parts[3] != "weight":
+    return None
+  layer, kind = parts[1], parts[2]
+  if kind == "ffn_norm":
+    # The norm in front of the MLP: Llama calls it post_attention_layernorm.
+    suffix = (
+      "pre_feedforward_layernorm.weight"
+      if family == "gemma3"
+      else "post_attention_layernorm.weight"
+    )
+  elif kind in _LAYER_NAMES:
+    suffix = _LAYER_NAMES[kind]
+  else:
+    return None
+  return f"model.layers.{layer}.{suffix}"
+
+
+def _field_value(field) -> Any:
+  try:
+    return field.contents()
+  except Exception:  # noqa: BLE001 (a metadata entry gguf cannot decode is not needed)
+    return None
+
+
+def open_gguf(path: str | Path):
+  """Opens a GGUF file, turning a missing or corrupt file into a CheckpointError."""
+  import gguf
+
+  path = Path(path)
+  if not path.is_file():
+    raise CheckpointError(f"model file {path} does not exist")
+  try:
+    return gguf.GGUFReader(path)
+  except Exception as e:  # gguf raises ValueError/IndexError/struct errors on bad files
+    raise CheckpointError(f"{path} is not a valid GGUF file ({type(e).__name__}: {e})") from None
+
+
+def read_metadata(reader) -> dict[str, Any]:
+  """All metadata key/values as Python values (strings, numbers, lists)."""
+  return {key: _field_value(field) for key, field in reader.fields.items()}
+
+
+def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = "float32"):
+  arch = meta.get("general.architecture")
+  if arch not in _ARCHITECTURES:
+    raise CheckpointError(
+      f"unsupported GGUF architecture {arch!r}; supported: {sorted(_ARCHITECTURES)}"
+    )
+  family = _ARCHITECTURES[arch]
+
+  def get(key: str, default=None):
+    value = meta.get(f"{arch}.{key}", default)
+    if value is None:
+      raise CheckpointError(f"GGUF metadata lacks {arch}.{key}")
+    return value
+
+  hidden = int(get("embedding_length"))
+  heads = int(get("attention.head_count"))
+  layers = int(get("block_count"))
+  head_dim = int(meta.get(f"{arch}.attention.key_length") or hidden // heads)
+  vocab = int(meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ()))
+  scaling = meta.get(f"{arch}.rope.scaling.type", "none")
+  if scaling not in ("none", "linear"):
+    raise CheckpointError(f"unsupported RoPE scaling type {scaling!r} in GGUF metadata")
+  factor = float(meta.get(f"{arch}.rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0
+  extra: dict[str, Any] = {}
+  if family == "gemma3":
+    # llama.cpp fixes these for Gemma 3 rather than storing them: every 6th layer global,
+    # local RoPE base 10000, query scale 1/sqrt(head_dim) (the 27B model, 62 layers, uses
+    # 1/sqrt(hidden/heads)).
+    extra = dict(
+      layer_windows=gemma3_layer_windows(layers, int(get("attention.sliding_window")), 6),
+      rope_local_theta=10000.0,
+      query_scale=(hidden // heads if layers == 62 else head_dim) ** -0.5,
+      attn_logit_softcap=meta.get(f"{arch}.attn_logit_softcapping"),
+      final_logit_softcap=meta.get(f"{arch}.final_logit_softcapping"),
+    )
+  return ModelConfig(
+    family=family,
+    vocab_size=vocab,
+    hidden_size=hidden,
+    intermediate_size=int(get("feed_forward_length")),
+    num_layers=layers,
+    num_heads=heads,
+    num_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv") or heads),
+    head_dim=head_dim,
+    rms_eps=float(get("attention.layer_norm_rms_epsilon")),
+    rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
+    rope_scaling_factor=factor,
+    tie_embeddings="output.weight" not in tensor_names,
+    dtype=dtype,
+    **extra,
+  )
+
+
+def _unpermute_rows(w_RxD: np.ndarray, heads: int) -> np.ndarray:
+  """Inverts llama.cpp's Q/K row permutation: per head, rows (pairs interleaved) -> halves."""
+  rows, cols = w_RxD.shape
+  return w_RxD.reshape(heads, rows // heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def dequantize(tensor) -> np.ndarray:
+  """One GGUF tensor as float32 [rows, cols] (torch layout) or [n]."""
+  import gguf
+
+  kind = tensor.tensor_type.name
+  if kind not in SUPPORTED_TYPES:
+    raise CheckpointError(
+      f"tensor {tensor.name} has unsupported GGUF type {kind}; supported: {SUPPORTED_TYPES}"
+    )
+  return np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float32)
+
+
+def load_gguf(path: str | Path, dtype: str = "float32"):
+  """Loads `(config, params, metadata)` from a GGUF file.
+
+  Raises:
+    CheckpointError: missing/corrupt file, unsupported architecture or tensor type, or tensors
+      that do not match the metadata.
+  """
+  reader = open_gguf(path)
+  meta = read_metadata(reader)
+  tensors = {t.name: t for t in reader.tensors}
+  config = config_from_gguf(meta, set(tensors), dtype)
+  by_hf_name = {}
+  for name, tensor in tensors.items():
+    hf_name = _hf_name(name, config.family)
+    if hf_name is not None:
+      by_hf_name[hf_name] = tensor
+
+  def get(hf_name: str):
+    tensor = by_hf_name.get(hf_name)
+    if tensor is None:
+      return None
+    w = dequantize(tensor)
+    if config.family == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
+      heads = config.num_heads if "q_proj" in hf_name else config.num_kv_heads
+      w = _unpermute_rows(w, heads)
+    if config.gemma_style and hf_name.endswith("norm.weight"):
+      w = w - 1.0
+    return w
+
+  try:
+    params = params_from_hf_tensors(config, get)
+  except (ValueError, IndexError) as e:
+    if isinstance(e, CheckpointError):
+      raise
+    raise CheckpointError(f"{path}: tensor data is corrupt or truncated ({e})") from None
+  return config, params, meta
