@@ -160,3 +160,7 @@ def logical_axes(config: ModelConfig):
 def param_shapes(config: ModelConfig):
   """ShapeDtypeStructs of every parameter (for validating loaded checkpoints)."""
   return nn.unbox(_abstract_variables(config))
+
+
+# The jitted forward (config and feature layers static). Prefer it outside larger jitted code.
+forward_jit = jax.jit(forward, static_argnames=("config", "feature_layers"))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dspark_jax.io.hf import load_hf_folder
-from dspark_jax.models.transformer import forward
+from dspark_jax.models.transformer import forward_jit as forward
 from tests.hf_tiny import VOCAB, make_tiny_hf_model
 
 
