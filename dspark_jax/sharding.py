@@ -43,7 +43,9 @@ def make_mesh(data: int = -1, tensor: int = 1, expert: int = 1, devices=None) ->
   devices = list(devices if devices is not None else jax.devices())
   if data == -1:
     if len(devices) % (tensor * expert):
-      raise ValueError(f"{len(devices)} devices do not split into tensor={tensor} x expert={expert}")
+      raise ValueError(
+        f"{len(devices)} devices do not split into tensor={tensor} x expert={expert}"
+      )
     data = len(devices) // (tensor * expert)
   if data * tensor * expert != len(devices):
     raise ValueError(

@@ -58,7 +58,9 @@ def make_tiny_hf_model(family: str, folder: Path, seed: int = 0, **overrides):
   with torch.no_grad():
     for name, p in model.named_parameters():
       if "norm" in name:
-        p.copy_(1.0 + 0.3 * torch.randn_like(p) if family != "gemma3" else 0.3 * torch.randn_like(p))
+        p.copy_(
+          1.0 + 0.3 * torch.randn_like(p) if family != "gemma3" else 0.3 * torch.randn_like(p)
+        )
       else:
         p.copy_(0.08 * torch.randn_like(p))
   model.save_pretrained(folder, safe_serialization=True)

@@ -13,7 +13,6 @@ import jax  # noqa: E402
 jax.config.update("jax_default_matmul_precision", "highest")
 
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 
 from dspark_jax import sharding  # noqa: E402
 from dspark_jax.config import ModelConfig  # noqa: E402
@@ -55,7 +54,7 @@ def main():
     json.dumps(
       {
         "logit_diff": diff,
-        "q_proj_spec": str(q_spec),
+        "q_proj_spec": list(q_spec),
         "tokens_equal": plain == meshed,
         "devices": jax.device_count(),
       }

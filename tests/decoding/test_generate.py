@@ -38,9 +38,9 @@ def test_sampled_rows_do_not_depend_on_batch_mates():
   config, params = tiny_model("qwen3", scale=3.0)
   gen = GenerateConfig(max_new_tokens=10, sampling=SamplingParams(1.0, top_k=30, top_p=0.95))
   batched = generate(params, config, PROMPTS, gen, seed=5, request_ids=[10, 11, 12]).tokens
-  reordered = generate(
-    params, config, PROMPTS[::-1], gen, seed=5, request_ids=[12, 11, 10]
-  ).tokens[::-1]
+  reordered = generate(params, config, PROMPTS[::-1], gen, seed=5, request_ids=[12, 11, 10]).tokens[
+    ::-1
+  ]
   alone = [
     generate(params, config, [p], gen, seed=5, request_ids=[r]).tokens[0]
     for p, r in zip(PROMPTS, [10, 11, 12], strict=True)

@@ -32,7 +32,8 @@ def test_feature_layers_are_hf_hidden_states(family, tmp_path):
   with torch.no_grad():
     hidden = hf_model(torch.tensor(tokens), output_hidden_states=True).hidden_states
   positions = np.arange(9)[None]
-  out = forward(params, jnp.asarray(tokens), jnp.asarray(positions), config=config,
-                feature_layers=(-1, 0, 1))
+  out = forward(
+    params, jnp.asarray(tokens), jnp.asarray(positions), config=config, feature_layers=(-1, 0, 1)
+  )
   want = np.concatenate([hidden[0], hidden[1], hidden[2]], axis=-1)
   np.testing.assert_allclose(np.asarray(out.features), want, atol=1e-4, rtol=0)

@@ -23,12 +23,19 @@ def test_incremental_decoding_equals_full_forward(family):
   full = forward(params, tokens, _positions(2, 0, 11), config=config, feature_layers=(-1, 1))
 
   cache = KVCache.create(config, 2, 16)
-  out = forward(params, tokens[:, :5], _positions(2, 0, 5), cache, config=config,
-                feature_layers=(-1, 1))
+  out = forward(
+    params, tokens[:, :5], _positions(2, 0, 5), cache, config=config, feature_layers=(-1, 1)
+  )
   logits, features = [out.logits], [out.features]
   for t in range(5, 11):  # one token at a time, then check the 3-token verification shape too
-    out = forward(params, tokens[:, t : t + 1], _positions(2, t, 1), out.cache, config=config,
-                  feature_layers=(-1, 1))
+    out = forward(
+      params,
+      tokens[:, t : t + 1],
+      _positions(2, t, 1),
+      out.cache,
+      config=config,
+      feature_layers=(-1, 1),
+    )
     logits.append(out.logits)
     features.append(out.features)
   np.testing.assert_allclose(jnp.concatenate(logits, 1), full.logits, atol=2e-5, rtol=0)
@@ -41,8 +48,9 @@ def test_rollback_is_setting_the_length():
   config, params = tiny_model("gemma3", scale=5.0)
   tokens = jax.random.randint(jax.random.key(2), (1, 9), 0, TINY_VOCAB)
   full = forward(params, tokens, _positions(1, 0, 9), config=config)
-  cache = forward(params, tokens[:, :6], _positions(1, 0, 6), KVCache.create(config, 1, 12),
-                  config=config).cache
+  cache = forward(
+    params, tokens[:, :6], _positions(1, 0, 6), KVCache.create(config, 1, 12), config=config
+  ).cache
   junk = jax.random.randint(jax.random.key(3), (1, 4), 0, TINY_VOCAB)
   cache = forward(params, junk, _positions(1, 6, 4), cache, config=config).cache
   cache = cache.with_lengths(jnp.array([6]))  # reject all four
@@ -60,8 +68,9 @@ def test_padding_and_batch_composition_do_not_change_a_row(family):
   for i, r in enumerate(rows):
     padded[i, : len(r)] = r
     padded[i, len(r) :] = rng.integers(0, TINY_VOCAB, width - len(r))  # junk, not zeros
-  batched = forward(params, padded, _positions(3, 0, width), KVCache.create(config, 3, 12),
-                    config=config)
+  batched = forward(
+    params, padded, _positions(3, 0, width), KVCache.create(config, 3, 12), config=config
+  )
   for i, r in enumerate(rows):
     alone = forward(params, r[None], _positions(1, 0, len(r)), config=config)
     np.testing.assert_allclose(batched.logits[i, : len(r)], alone.logits[0], atol=2e-5, rtol=0)

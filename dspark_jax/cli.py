@@ -1,0 +1,106 @@
+"""`dspark-jax <command>`: the command-line entry point.
+
+dspark-jax generate --model smollm2-135m --prompt "What is the capital of France?"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def _add_generate(sub) -> None:
+  p = sub.add_parser("generate", help="generate text with a target model")
+  p.add_argument(
+    "--model",
+    default="smollm2-135m",
+    help="bundled name (smollm2-135m, gemma3-270m), a .gguf file or an HF folder",
+  )
+  p.add_argument(
+    "--prompt",
+    action="append",
+    required=True,
+    help="user message; repeat the flag for a batch of prompts",
+  )
+  p.add_argument("--max-new-tokens", type=int, default=128)
+  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--top-k", type=int, default=0, help="0 = off")
+  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--system", default=None, help="optional system message")
+  p.add_argument("--raw", action="store_true", help="do not apply the chat template")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _generate(args) -> int:
+  # Validate cheap arguments before loading anything heavy.
+  from dspark_jax.decoding.generate import GenerateConfig, generate
+  from dspark_jax.decoding.sampling import SamplingParams
+
+  sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
+  import jax
+  from tqdm import tqdm
+
+  from dspark_jax.io.load import load_model
+
+  start = time.perf_counter()
+  model = load_model(args.model, args.dtype)
+  params = jax.device_put(model.params)
+  load_seconds = time.perf_counter() - start
+  tok = model.tokenizer
+  prompts = []
+  for text in args.prompt:
+    if args.raw:
+      prompts.append(tok.encode(text))
+    else:
+      messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": text}
+      ]
+      prompts.append(tok.encode_chat(messages))
+  gen = GenerateConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
+  show = not args.no_progress and args.max_new_tokens > 32
+  bar = tqdm(total=args.max_new_tokens - 1, desc="decode steps", disable=not show, file=sys.stderr)
+  result = generate(
+    params,
+    model.config,
+    prompts,
+    gen,
+    seed=args.seed,
+    steps_per_call=32 if show else None,
+    progress=bar,
+  )
+  bar.close()
+  for i, tokens in enumerate(result.tokens):
+    if len(result.tokens) > 1:
+      print(f"--- [{i}] {args.prompt[i]}")
+    print(tok.decode(tokens).strip())
+  print(
+    f"\n[{model.config.family} {args.model}] load {load_seconds:.1f}s, compile "
+    f"{result.compile_seconds:.1f}s; {result.num_tokens} tokens from {len(prompts)} prompt(s) "
+    f"in {result.prefill_seconds + result.decode_seconds:.2f}s: "
+    f"{result.tokens_per_second:.1f} tokens/s (prefill {result.prefill_seconds * 1e3:.0f} ms, "
+    f"decode {result.decode_tokens_per_second:.1f} tokens/s)",
+    file=sys.stderr,
+  )
+  return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="dspark-jax", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  _add_generate(sub)
+  args = parser.parse_args(argv)
+  try:
+    if args.command == "generate":
+      return _generate(args)
+  except (ValueError, FileNotFoundError) as e:
+    # Bad input (invalid flags, missing or corrupt model files) gets one clear line, no trace.
+    print(f"dspark-jax {args.command}: error: {e}", file=sys.stderr)
+    return 2
+  return 1
+
+
+if __name__ == "__main__":
+  sys.exit(main())

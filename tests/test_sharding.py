@@ -1,0 +1,37 @@
+"""The forward and generation on a mesh of 8 simulated CPU devices equal one device."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.multidevice
+def test_data_x_tensor_mesh_equals_single_device():
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(
+    [sys.executable, str(ROOT / "tests" / "mesh_worker.py")],
+    capture_output=True,
+    text=True,
+    env=env,
+    timeout=600,
+    check=False,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert result["devices"] == 8
+  assert result["q_proj_spec"] == [None, "tensor", None]
+  assert result["logit_diff"] < 1e-5
+  assert result["tokens_equal"]
+
+
+def test_make_mesh_checks_device_count():
+  from dspark_jax.sharding import make_mesh
+
+  with pytest.raises(ValueError, match="needs 6 devices"):
+    make_mesh(data=2, tensor=3, devices=[object()] * 4)
