@@ -203,13 +203,19 @@ def _safetensors_index(folder: Path) -> dict[str, Path]:
   files = sorted(folder.glob("*.safetensors"))
   if not files:
     raise CheckpointError(f"no *.safetensors files in {folder}")
-  from safetensors import safe_open
-
   names = {}
   for file in files:
-    with safe_open(file, "np") as f:
-      names.update({name: file for name in f.keys()})  # noqa: SIM118 (safe_open is not a dict)
+    names.update({name: file for name in _open_safetensors(file).keys()})  # noqa: SIM118
   return names
+
+
+def _open_safetensors(file: Path):
+  from safetensors import SafetensorError, safe_open
+
+  try:
+    return safe_open(file, "np")
+  except (SafetensorError, OSError) as e:
+    raise CheckpointError(f"cannot read {file}: {e}") from None
 
 
 def load_hf_folder(path: str | Path, dtype: str = "float32"):
@@ -218,7 +224,7 @@ def load_hf_folder(path: str | Path, dtype: str = "float32"):
   Raises:
     CheckpointError: missing folder/config/tensors, corrupt files, or unsupported architecture.
   """
-  from safetensors import SafetensorError, safe_open
+  from safetensors import SafetensorError
 
   folder = Path(path)
   config_file = folder / "config.json"
@@ -237,10 +243,7 @@ def load_hf_folder(path: str | Path, dtype: str = "float32"):
     if file is None:
       return None
     if file not in handles:
-      try:
-        handles[file] = safe_open(file, "np")
-      except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"cannot read {file}: {e}") from None
+      handles[file] = _open_safetensors(file)
     return handles[file].get_tensor(name)
 
   try:

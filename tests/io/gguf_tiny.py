@@ -1,0 +1,78 @@
+"""Writes tiny GGUF files from HF-layout tensors the way llama.cpp's converter does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+_LAYER = {
+  "self_attn.q_proj.weight": "attn_q",
+  "self_attn.k_proj.weight": "attn_k",
+  "self_attn.v_proj.weight": "attn_v",
+  "self_attn.o_proj.weight": "attn_output",
+  "self_attn.q_norm.weight": "attn_q_norm",
+  "self_attn.k_norm.weight": "attn_k_norm",
+  "input_layernorm.weight": "attn_norm",
+  "mlp.gate_proj.weight": "ffn_gate",
+  "mlp.up_proj.weight": "ffn_up",
+  "mlp.down_proj.weight": "ffn_down",
+}
+
+
+def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
+  """llama.cpp's convert_hf_to_gguf permutation of Q/K rows for interleaved RoPE."""
+  rows = w.shape[0]
+  return w.reshape(heads, 2, rows // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_name(hf_name: str, arch: str) -> str:
+  if hf_name == "model.embed_tokens.weight":
+    return "token_embd.weight"
+  if hf_name == "model.norm.weight":
+    return "output_norm.weight"
+  if hf_name == "lm_head.weight":
+    return "output.weight"
+  _, _, layer, rest = hf_name.split(".", 3)
+  if rest == "post_attention_layernorm.weight":
+    kind = "post_attention_norm" if arch == "gemma3" else "ffn_norm"
+  elif rest == "pre_feedforward_layernorm.weight":
+    kind = "ffn_norm"
+  elif rest == "post_feedforward_layernorm.weight":
+    kind = "post_ffw_norm"
+  else:
+    kind = _LAYER[rest]
+  return f"blk.{layer}.{kind}.weight"
+
+
+def write_gguf(path: Path, arch: str, hf_config, state: dict[str, np.ndarray], extra=None):
+  """A GGUF with F32 tensors plus the metadata our loader reads (no tokenizer)."""
+  c = hf_config
+  writer = gguf.GGUFWriter(str(path), arch)
+  writer.add_uint32(f"{arch}.block_count", c.num_hidden_layers)
+  writer.add_uint32(f"{arch}.embedding_length", c.hidden_size)
+  writer.add_uint32(f"{arch}.feed_forward_length", c.intermediate_size)
+  writer.add_uint32(f"{arch}.attention.head_count", c.num_attention_heads)
+  writer.add_uint32(f"{arch}.attention.head_count_kv", c.num_key_value_heads)
+  writer.add_uint32(f"{arch}.attention.key_length", c.head_dim)
+  writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
+  rope = c.rope_parameters
+  theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope["rope_theta"]
+  writer.add_float32(f"{arch}.rope.freq_base", theta)
+  writer.add_uint32(f"{arch}.vocab_size", c.vocab_size)
+  for key, value in (extra or {}).items():
+    writer.add_uint32(f"{arch}.{key}", value)
+  for name, w in state.items():
+    w = np.asarray(w, np.float32)
+    if arch == "llama" and name.endswith("q_proj.weight"):
+      w = llama_cpp_permute(w, c.num_attention_heads)
+    if arch == "llama" and name.endswith("k_proj.weight"):
+      w = llama_cpp_permute(w, c.num_key_value_heads)
+    if arch == "gemma3" and name.endswith("norm.weight"):
+      w = w + 1.0  # the converter folds Gemma's (1 + w) into the stored weight
+    writer.add_tensor(gguf_name(name, arch), w)
+  writer.write_header_to_file()
+  writer.write_kv_data_to_file()
+  writer.write_tensors_to_file()
+  writer.close()
