@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dspark_jax.config import ModelConfig, gemma3_layer_windows
+from dspark_jax.io.gguf_file import GGUFFile, GGUFFormatError, read_gguf
 from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
 
 # Tensor types this loader dequantises: every type in the bundled SmolLM2 and Gemma 3 files
@@ -67,29 +68,15 @@ def _hf_name(gguf_name: str, family: str) -> str | None:
   return f"model.layers.{layer}.{suffix}"
 
 
-def _field_value(field) -> Any:
-  try:
-    return field.contents()
-  except Exception:  # noqa: BLE001 (a metadata entry gguf cannot decode is not needed)
-    return None
-
-
-def open_gguf(path: str | Path):
+def open_gguf(path: str | Path) -> GGUFFile:
   """Opens a GGUF file, turning a missing or corrupt file into a CheckpointError."""
-  import gguf
-
   path = Path(path)
   if not path.is_file():
     raise CheckpointError(f"model file {path} does not exist")
   try:
-    return gguf.GGUFReader(path)
-  except Exception as e:  # gguf raises ValueError/IndexError/struct errors on bad files
-    raise CheckpointError(f"{path} is not a valid GGUF file ({type(e).__name__}: {e})") from None
-
-
-def read_metadata(reader) -> dict[str, Any]:
-  """All metadata key/values as Python values (strings, numbers, lists)."""
-  return {key: _field_value(field) for key, field in reader.fields.items()}
+    return read_gguf(path)
+  except GGUFFormatError as e:
+    raise CheckpointError(f"{path} is not a valid GGUF file ({e})") from None
 
 
 def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = "float32"):
@@ -151,16 +138,23 @@ def _unpermute_rows(w_RxD: np.ndarray, heads: int) -> np.ndarray:
   return w_RxD.reshape(heads, rows // heads // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)
 
 
-def dequantize(tensor) -> np.ndarray:
-  """One GGUF tensor as float32 [rows, cols] (torch layout) or [n]."""
+def dequantize(file: GGUFFile, name: str) -> np.ndarray:
+  """One GGUF tensor as float32 in torch layout ([out, in] or [n])."""
   import gguf
 
-  kind = tensor.tensor_type.name
+  info = file.tensors[name]
+  kind = gguf.GGMLQuantizationType(info.type_id).name
   if kind not in SUPPORTED_TYPES:
     raise CheckpointError(
-      f"tensor {tensor.name} has unsupported GGUF type {kind}; supported: {SUPPORTED_TYPES}"
+      f"tensor {name} has unsupported GGUF type {kind}; supported: {SUPPORTED_TYPES}"
     )
-  return np.asarray(gguf.quants.dequantize(tensor.data, tensor.tensor_type), np.float32)
+  try:
+    raw = file.raw(name)
+  except GGUFFormatError as e:
+    raise CheckpointError(f"{file.path}: {e}") from None
+  return np.asarray(
+    gguf.quants.dequantize(raw, gguf.GGMLQuantizationType(info.type_id)), np.float32
+  )
 
 
 def load_gguf(path: str | Path, dtype: str = "float32"):
@@ -170,21 +164,20 @@ def load_gguf(path: str | Path, dtype: str = "float32"):
     CheckpointError: missing/corrupt file, unsupported architecture or tensor type, or tensors
       that do not match the metadata.
   """
-  reader = open_gguf(path)
-  meta = read_metadata(reader)
-  tensors = {t.name: t for t in reader.tensors}
-  config = config_from_gguf(meta, set(tensors), dtype)
+  file = open_gguf(path)
+  meta = file.metadata
+  config = config_from_gguf(meta, set(file.tensors), dtype)
   by_hf_name = {}
-  for name, tensor in tensors.items():
+  for name in file.tensors:
     hf_name = _hf_name(name, config.family)
     if hf_name is not None:
-      by_hf_name[hf_name] = tensor
+      by_hf_name[hf_name] = name
 
   def get(hf_name: str):
-    tensor = by_hf_name.get(hf_name)
-    if tensor is None:
+    name = by_hf_name.get(hf_name)
+    if name is None:
       return None
-    w = dequantize(tensor)
+    w = dequantize(file, name)
     if config.family == "llama" and hf_name.endswith(("q_proj.weight", "k_proj.weight")):
       heads = config.num_heads if "q_proj" in hf_name else config.num_kv_heads
       w = _unpermute_rows(w, heads)

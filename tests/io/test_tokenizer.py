@@ -9,13 +9,12 @@ expected ids are written out and checked by hand against the vocabulary.
 from __future__ import annotations
 
 import dataclasses
-import mmap
-import struct
 
 import jinja2
 import numpy as np
 import pytest
 
+from dspark_jax.io.gguf_file import read_gguf
 from dspark_jax.io.tokenizer import Tokenizer, from_gguf_metadata, from_hf_folder
 
 # ------------------------------------------------------------------------- synthetic vocabularies
@@ -224,56 +223,10 @@ CONVERSATIONS = {
 
 
 def gguf_metadata(path) -> dict:
-  """The metadata as the loader gets it: `contents()` of every `gguf.GGUFReader` field."""
+  """The metadata as the reference reader gives it: `contents()` of every GGUFReader field."""
   import gguf
 
   return {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items()}
-
-
-# GGUF value type -> struct format, for the fixed-size types.
-GGUF_SCALARS = dict(zip((0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12), "BbHhIif?Qqd", strict=True))
-GGUF_STRING, GGUF_ARRAY = 8, 9
-
-
-def fast_gguf_metadata(path) -> dict:
-  """What `gguf_metadata` returns, minus GGUFReader's own "GGUF.*" header keys, in a second.
-
-  `GGUFReader` makes numpy views of each of the 262k Gemma vocabulary strings, which takes
-  ~12 s on 2 cores; `test_fast_gguf_metadata_is_gguf_reader` checks the two agree.
-  """
-  with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as blob:
-    pos = 4 + 4 + 8  # magic, version, tensor count
-
-    def take(fmt: str):
-      nonlocal pos
-      values = struct.unpack_from("<" + fmt, blob, pos)
-      pos += struct.calcsize("<" + fmt)
-      return values[0] if len(values) == 1 else values
-
-    def string() -> str:
-      nonlocal pos
-      length = take("Q")
-      pos += length
-      return blob[pos - length : pos].decode("utf-8")
-
-    def value(kind: int):
-      nonlocal pos
-      if kind == GGUF_STRING:
-        return string()
-      if kind != GGUF_ARRAY:
-        return take(GGUF_SCALARS[kind])
-      item, count = take("I"), take("Q")
-      if item == GGUF_STRING:
-        return [string() for _ in range(count)]
-      values = np.frombuffer(blob, "<" + GGUF_SCALARS[item], count, pos).tolist()
-      pos += count * struct.calcsize(GGUF_SCALARS[item])
-      return values
-
-    metadata = {}
-    for _ in range(take("Q")):
-      key = string()
-      metadata[key] = value(take("I"))
-    return metadata
 
 
 def model_path(name: str):
@@ -317,7 +270,7 @@ def smollm2_metadata(smollm2_path):
 
 @pytest.fixture(scope="module")
 def gemma3(gemma3_path):
-  return from_gguf_metadata(fast_gguf_metadata(gemma3_path))
+  return from_gguf_metadata(read_gguf(gemma3_path).metadata)
 
 
 @pytest.fixture(scope="module")
@@ -336,8 +289,9 @@ def assert_round_trips(tok: Tokenizer, texts: list[str]):
 
 
 @pytest.mark.real_model
-def test_fast_gguf_metadata_is_gguf_reader(smollm2_path, smollm2_metadata):
-  fast = fast_gguf_metadata(smollm2_path)
+def test_our_gguf_reader_gives_gguf_readers_metadata(smollm2_path, smollm2_metadata):
+  """The loader reads metadata with `read_gguf` (fast); `gguf.GGUFReader` is the reference."""
+  fast = read_gguf(smollm2_path).metadata
   assert fast == {k: v for k, v in smollm2_metadata.items() if not k.startswith("GGUF.")}
   # Equal values could still differ in type (True == 1); the loader sees the types too.
   assert {k: type(v) for k, v in fast.items()} == {k: type(smollm2_metadata[k]) for k in fast}
