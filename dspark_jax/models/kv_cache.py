@@ -15,28 +15,32 @@ from flax import struct
 
 from dspark_jax.config import ModelConfig
 
-# Logical axes of one layer's key or value array [B, S, Hkv, K].
-KV_AXES = ("batch", "length", "kv_heads", "head_dim")
+# Logical axes of one layer's key or value array [B, N, S, K] (N = KV heads). Heads before
+# slots keeps each head's [S, K] block contiguous, so attention reads the cache in place instead
+# of transposing all of it every step (measured: ~2x faster steps at batch 8, 1024 slots).
+KV_AXES = ("batch", "kv_heads", "length", "head_dim")
 
 
 @struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]  # per layer [B, S, Hkv, K]
-  values: tuple[jax.Array, ...]  # per layer [B, S, Hkv, K]
+  keys: tuple[jax.Array, ...]  # per layer [B, N, S, K]
+  values: tuple[jax.Array, ...]  # per layer [B, N, S, K]
   lengths: jax.Array  # [B] int32, valid slots per row
 
   @classmethod
   def create(
     cls, config: ModelConfig, batch: int, capacity: int, dtype: str | None = None
   ) -> KVCache:
-    shape = (batch, capacity, config.num_kv_heads, config.head_dim)
+    shape = (batch, config.num_kv_heads, capacity, config.head_dim)
     dt = jnp.dtype(dtype or config.dtype)
-    zeros = tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers))
-    return cls(keys=zeros, values=zeros, lengths=jnp.zeros((batch,), jnp.int32))
+    # Separate buffers for every array: a cache may be donated, and a buffer shared by keys and
+    # values would be donated twice.
+    zeros = lambda: tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers))
+    return cls(keys=zeros(), values=zeros(), lengths=jnp.zeros((batch,), jnp.int32))
 
   @property
   def capacity(self) -> int:
-    return self.keys[0].shape[1]
+    return self.keys[0].shape[2]
 
   @property
   def batch(self) -> int:
@@ -47,10 +51,10 @@ class KVCache:
     return self.replace(lengths=jnp.asarray(lengths, jnp.int32))
 
 
-def write_rows(cache_BxSxNxK: jax.Array, new_BxTxNxK: jax.Array, start_B: jax.Array) -> jax.Array:
+def write_rows(cache_BxNxSxK: jax.Array, new_BxNxTxK: jax.Array, start_B: jax.Array) -> jax.Array:
   """Writes each row's new entries at its own start slot."""
 
-  def write_one(row_SxNxK, new_TxNxK, start):
-    return jax.lax.dynamic_update_slice(row_SxNxK, new_TxNxK.astype(row_SxNxK.dtype), (start, 0, 0))
+  def write_one(row_NxSxK, new_NxTxK, start):
+    return jax.lax.dynamic_update_slice(row_NxSxK, new_NxTxK.astype(row_NxSxK.dtype), (0, start, 0))
 
-  return jax.vmap(write_one)(cache_BxSxNxK, new_BxTxNxK, start_B)
+  return jax.vmap(write_one)(cache_BxNxSxK, new_BxNxTxK, start_B)

@@ -1,5 +1,6 @@
 """Parity of the JAX target family with HF transformers on tiny random models (float32)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -37,3 +38,15 @@ def test_feature_layers_are_hf_hidden_states(family, tmp_path):
   )
   want = np.concatenate([hidden[0], hidden[1], hidden[2]], axis=-1)
   np.testing.assert_allclose(np.asarray(out.features), want, atol=1e-4, rtol=0)
+
+
+def test_sharded_checkpoint_folder_loads_the_same(tmp_path):
+  """A checkpoint split over several safetensors files with an index loads like one file."""
+  hf_model = make_tiny_hf_model("qwen3", tmp_path / "one", seed=2)
+  hf_model.save_pretrained(tmp_path / "many", max_shard_size="40KB")
+  assert (tmp_path / "many" / "model.safetensors.index.json").is_file()
+  assert len(list((tmp_path / "many").glob("*.safetensors"))) > 1
+  _, one = load_hf_folder(tmp_path / "one")
+  _, many = load_hf_folder(tmp_path / "many")
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many), strict=True):
+    np.testing.assert_array_equal(a, b)
