@@ -103,3 +103,17 @@ def test_tokens_stay_in_vocabulary():
   gen = GenerateConfig(max_new_tokens=8, sampling=SamplingParams(1.5))
   tokens = np.concatenate([np.asarray(t) for t in generate(params, config, PROMPTS, gen).tokens])
   assert tokens.min() >= 0 and tokens.max() < TINY_VOCAB
+
+
+def test_prompts_in_one_size_bucket_share_compiled_programs():
+  """Different prompt lengths in the same buckets reuse the compiled prefill and decode loop."""
+  from dspark_jax.decoding import generate as gen_module
+
+  config, params = tiny_model("llama")
+  gen = GenerateConfig(max_new_tokens=5)
+  generate(params, config, [[1, 2, 3]], gen)
+  compiled = len(gen_module._COMPILED)
+  first = generate(params, config, [[4, 5, 6, 7, 8, 9]], gen)
+  second = generate(params, config, [[7] * 11], gen)
+  assert len(gen_module._COMPILED) == compiled
+  assert first.compile_seconds == second.compile_seconds == 0.0
