@@ -5,6 +5,10 @@ masked out by attention, so rolling back rejected tokens is "set the length back
 copy. A forward over T new tokens writes them at slots [lengths[b], lengths[b] + T) and returns
 the cache with lengths + T; the caller sets the true lengths afterwards (for example after a
 right-padded prefill, or after verification accepted fewer tokens than it scored).
+
+Callers keep lengths + T <= capacity: under jit a write past the end cannot raise, and XLA
+clamps its start, which would overwrite the row's last valid slots. The decode loops stop a row
+before its cache is full.
 """
 
 from __future__ import annotations
