@@ -1,0 +1,363 @@
+"""Speculative decoding: propose -> verify -> accept -> commit in one jitted `lax.while_loop`.
+
+Each round, for every row: the drafter proposes G tokens after the anchor; the target scores the
+anchor and the drafts in one forward (G + 1 positions); verification keeps a ragged number of
+drafts per row and draws the next token; both caches roll back by setting their lengths. Rows
+stop at a stop token, at their token budget, or when another round would not fit the cache.
+With every verification length 0 this is plain decoding, one token per round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dspark_jax.config import ModelConfig
+from dspark_jax.decoding.generate import _compile, round_up
+from dspark_jax.decoding.sampling import SamplingParams, sample, token_keys
+from dspark_jax.decoding.verify import verify
+from dspark_jax.models.kv_cache import KVCache
+from dspark_jax.models.transformer import forward
+
+
+@dataclasses.dataclass(frozen=True)
+class SpecConfig:
+  """Static settings of a speculative run (hashable: a jit static argument)."""
+
+  max_new_tokens: int
+  sampling: SamplingParams = SamplingParams()
+  stop_ids: tuple[int, ...] = ()
+  pad_id: int = 0
+
+  def __post_init__(self):
+    if self.max_new_tokens < 1:
+      raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+
+@struct.dataclass
+class SpecStats:
+  rounds: jax.Array  # [B] rounds run while the row was active
+  admitted: jax.Array  # [B, G] rounds in which slot k was verified
+  accepted: jax.Array  # [B, G] rounds in which slot k was accepted (all before it too)
+  committed: jax.Array  # [B] tokens committed by rounds (the prefill's first token excluded)
+
+
+@struct.dataclass
+class SpecState:
+  tokens: jax.Array  # [B, N] generated tokens, N = max_new_tokens
+  num_generated: jax.Array  # [B]
+  anchor: jax.Array  # [B] newest token, not yet in the target cache
+  cache: KVCache  # target cache: every committed token before the anchor
+  draft_state: Any
+  verify_len: jax.Array  # [B] int32, per-row verification length (<= G)
+  done: jax.Array  # [B] bool
+  request_ids: jax.Array  # [B]
+  seed: jax.Array  # []
+  stats: SpecStats
+
+
+def _stop_index(block_BxK: jax.Array, count_B: jax.Array, stop_ids) -> jax.Array:
+  """Index of the first stop token among the first `count` entries, or `count` if none."""
+  k = block_BxK.shape[1]
+  if not stop_ids:
+    return count_B
+  is_stop = jnp.isin(block_BxK, jnp.asarray(stop_ids, jnp.int32)) & (
+    jnp.arange(k)[None] < count_B[:, None]
+  )
+  return jnp.where(jnp.any(is_stop, axis=1), jnp.argmax(is_stop, axis=1), count_B)
+
+
+def spec_prefill(
+  target_params,
+  draft_params,
+  prompts_BxP,
+  prompt_lens_B,
+  cache,
+  request_ids_B,
+  seed,
+  verify_len_B,
+  *,
+  target_config: ModelConfig,
+  drafter,
+  spec: SpecConfig,
+) -> SpecState:
+  batch, width = prompts_BxP.shape
+  positions = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (batch, width))
+  out = forward(
+    target_params,
+    prompts_BxP,
+    positions,
+    cache,
+    config=target_config,
+    feature_layers=drafter.feature_layers,
+  )
+  cache = out.cache.with_lengths(prompt_lens_B)
+  last = jnp.take_along_axis(out.logits, (prompt_lens_B - 1)[:, None, None], axis=1)[:, 0]
+  first = sample(last, spec.sampling, token_keys(seed, request_ids_B, prompt_lens_B))
+  draft_state = drafter.init_state(
+    draft_params, out.features, prompts_BxP, prompt_lens_B, cache.capacity
+  )
+  tokens = jnp.full((batch, spec.max_new_tokens), spec.pad_id, jnp.int32).at[:, 0].set(first)
+  g = drafter.draft_len
+  stopped = _stop_index(first[:, None], jnp.ones_like(prompt_lens_B), spec.stop_ids) == 0
+  done = stopped | (spec.max_new_tokens <= 1) | (prompt_lens_B + g + 1 > cache.capacity)
+  zeros_b = jnp.zeros((batch,), jnp.int32)
+  stats = SpecStats(
+    zeros_b, jnp.zeros((batch, g), jnp.int32), jnp.zeros((batch, g), jnp.int32), zeros_b
+  )
+  return SpecState(
+    tokens,
+    jnp.ones((batch,), jnp.int32),
+    first,
+    cache,
+    draft_state,
+    verify_len_B,
+    done,
+    request_ids_B,
+    seed,
+    stats,
+  )
+
+
+def spec_decode(
+  target_params,
+  draft_params,
+  state: SpecState,
+  max_rounds,
+  *,
+  target_config: ModelConfig,
+  drafter,
+  spec: SpecConfig,
+) -> SpecState:
+  """Up to `max_rounds` rounds; stops early when every row is done."""
+  g = drafter.draft_len
+
+  def cond(carry):
+    rounds, s = carry
+    return (rounds < max_rounds) & ~jnp.all(s.done)
+
+  def body(carry):
+    rounds, s = carry
+    anchor_pos = s.cache.lengths  # slot == position: the cache is contiguous per row
+    proposal, draft_state = drafter.propose(
+      draft_params, s.draft_state, s.anchor, anchor_pos, spec.sampling, s.seed, s.request_ids
+    )
+    lengths = s.verify_len
+    if proposal.num_valid is not None:
+      lengths = jnp.minimum(lengths, proposal.num_valid)
+    block = jnp.concatenate([s.anchor[:, None], proposal.tokens], axis=1)  # [B, G+1]
+    positions = anchor_pos[:, None] + jnp.arange(g + 1)[None]
+    out = forward(
+      target_params,
+      block,
+      positions,
+      s.cache,
+      config=target_config,
+      feature_layers=drafter.feature_layers,
+    )
+    num_acc, next_token = verify(
+      out.logits,
+      proposal.tokens,
+      proposal.logits,
+      lengths,
+      spec.sampling,
+      s.seed,
+      s.request_ids,
+      anchor_pos + 1,
+    )
+    draft_state = drafter.commit(
+      draft_params, draft_state, proposal, s.anchor, out.features, num_acc
+    )
+    active = ~s.done
+
+    # New tokens of the round: the accepted drafts, then the verification's token.
+    slot = jnp.arange(g + 1)[None]
+    drafts = jnp.pad(proposal.tokens, ((0, 0), (0, 1)))
+    new = jnp.where(slot < num_acc[:, None], drafts, next_token[:, None])
+    count = num_acc + 1
+    stop_at = _stop_index(new, count, spec.stop_ids)
+    hit_stop = stop_at < count
+    count = jnp.minimum(
+      jnp.where(hit_stop, stop_at + 1, count), spec.max_new_tokens - s.num_generated
+    )
+    count = jnp.where(active, count, 0)
+    columns = jnp.where(slot < count[:, None], s.num_generated[:, None] + slot, spec.max_new_tokens)
+    rows = jnp.arange(new.shape[0])[:, None]
+    tokens = s.tokens.at[rows, columns].set(new, mode="drop")
+    num_generated = s.num_generated + count
+
+    new_len = jnp.where(active, anchor_pos + 1 + num_acc, anchor_pos)
+    cache = out.cache.with_lengths(new_len)
+    done = (
+      s.done
+      | hit_stop
+      | (num_generated >= spec.max_new_tokens)
+      | (new_len + g + 1 > cache.capacity)
+    )
+
+    admitted_k = (jnp.arange(g)[None] < lengths[:, None]) & active[:, None]
+    accepted_k = (jnp.arange(g)[None] < num_acc[:, None]) & active[:, None]
+    st = s.stats
+    stats = SpecStats(
+      rounds=st.rounds + active.astype(jnp.int32),
+      admitted=st.admitted + admitted_k.astype(jnp.int32),
+      accepted=st.accepted + accepted_k.astype(jnp.int32),
+      committed=st.committed + count,
+    )
+    anchor = jnp.where(active, next_token, s.anchor)
+    s = s.replace(
+      tokens=tokens,
+      num_generated=num_generated,
+      anchor=anchor,
+      cache=cache,
+      draft_state=draft_state,
+      done=done,
+      stats=stats,
+    )
+    return rounds + 1, s
+
+  _, state = jax.lax.while_loop(cond, body, (jnp.int32(0), state))
+  return state
+
+
+_STATIC = ("target_config", "drafter", "spec")
+_prefill_jit = jax.jit(spec_prefill, static_argnames=_STATIC)
+_decode_jit = jax.jit(spec_decode, static_argnames=_STATIC, donate_argnames=("state",))
+
+
+@dataclasses.dataclass
+class SpecResult:
+  tokens: list[list[int]]
+  rounds: np.ndarray  # [B]
+  admitted: np.ndarray  # [B, G]
+  accepted: np.ndarray  # [B, G]
+  committed: np.ndarray  # [B]
+  prefill_seconds: float
+  decode_seconds: float
+  compile_seconds: float
+
+  @property
+  def num_tokens(self) -> int:
+    return sum(len(t) for t in self.tokens)
+
+  @property
+  def tokens_per_second(self) -> float:
+    return self.num_tokens / max(self.prefill_seconds + self.decode_seconds, 1e-9)
+
+  @property
+  def mean_accepted_length(self) -> float:
+    """Tokens committed per round, the bonus/replacement token included (tau)."""
+    return float(self.committed.sum() / max(self.rounds.sum(), 1))
+
+
+def speculative_generate(
+  target_params,
+  target_config: ModelConfig,
+  drafter,
+  draft_params,
+  prompts: Sequence[Sequence[int]],
+  spec: SpecConfig,
+  *,
+  seed: int = 0,
+  request_ids: Sequence[int] | None = None,
+  verify_len: Sequence[int] | None = None,
+  cache_capacity: int | None = None,
+  rounds_per_call: int | None = None,
+  progress: Any = None,
+) -> SpecResult:
+  """Speculative generation for a batch of token prompts of different lengths.
+
+  Args:
+    verify_len: per-row verification length (0..G; default G for every row).
+    cache_capacity: KV slots per row (default: longest prompt + budget + G + 1, rounded up to
+      64); it must leave room for one verification block after the budget.
+    Other arguments as in `generate.generate`.
+
+  Raises:
+    ValueError: vocabulary mismatch, bad lengths, empty prompts, or a budget beyond the cache.
+  """
+  g = drafter.draft_len
+  if getattr(drafter, "vocab_size", target_config.vocab_size) != target_config.vocab_size:
+    raise ValueError(
+      f"drafter vocabulary ({drafter.vocab_size}) differs from the target's "
+      f"({target_config.vocab_size}); drafter and target must share one tokenizer"
+    )
+  if not prompts or min(len(p) for p in prompts) == 0:
+    raise ValueError("every prompt needs at least one token")
+  batch = len(prompts)
+  longest = max(len(p) for p in prompts)
+  need = longest + spec.max_new_tokens + g + 1
+  if cache_capacity is None:
+    cache_capacity = round_up(need, 64)
+  if need > cache_capacity:
+    raise ValueError(
+      f"prompt ({longest} tokens) + max_new_tokens ({spec.max_new_tokens}) + a verification "
+      f"block ({g + 1}) needs {need} cache slots; the cache has {cache_capacity}"
+    )
+  verify_len = np.full(batch, g, np.int32) if verify_len is None else np.asarray(verify_len)
+  if verify_len.shape != (batch,) or verify_len.min() < 0 or verify_len.max() > g:
+    raise ValueError(f"verify_len must hold one length in [0, {g}] per prompt")
+  request_ids = (
+    np.arange(batch, dtype=np.int32) if request_ids is None else np.asarray(request_ids, np.int32)
+  )
+
+  width = min(round_up(longest, 16), cache_capacity)
+  padded = np.full((batch, width), spec.pad_id, np.int32)
+  for row, prompt in enumerate(prompts):
+    padded[row, : len(prompt)] = prompt
+  cache = KVCache.create(target_config, batch, cache_capacity)
+  static = dict(target_config=target_config, drafter=drafter, spec=spec)
+  args = (
+    target_params,
+    draft_params,
+    padded,
+    np.asarray([len(p) for p in prompts], np.int32),
+    cache,
+    request_ids,
+    np.uint32(seed),
+    verify_len.astype(np.int32),
+  )
+  run_prefill, compile_seconds = _compile(_prefill_jit, *args, **static)
+  start = time.perf_counter()
+  state = run_prefill(*args)
+  jax.block_until_ready(state.anchor)
+  prefill_seconds = time.perf_counter() - start
+
+  run_decode, seconds = _compile(
+    _decode_jit, target_params, draft_params, state, np.int32(0), **static
+  )
+  compile_seconds += seconds
+  if progress is not None and hasattr(progress, "reset"):
+    progress.reset()
+  start = time.perf_counter()
+  budget = spec.max_new_tokens  # rounds: at most one per token
+  chunk = rounds_per_call or budget
+  while budget > 0 and not bool(jnp.all(state.done)):
+    before = int(state.num_generated.sum()) if progress is not None else 0
+    state = run_decode(target_params, draft_params, state, np.int32(min(chunk, budget)))
+    budget -= min(chunk, budget)
+    if progress is not None:
+      progress.update(int(state.num_generated.sum()) - before)
+  jax.block_until_ready(state.tokens)
+  decode_seconds = time.perf_counter() - start
+
+  tokens = np.asarray(state.tokens)
+  counts = np.asarray(state.num_generated)
+  st = jax.tree.map(np.asarray, state.stats)
+  return SpecResult(
+    [tokens[r, : counts[r]].tolist() for r in range(batch)],
+    st.rounds,
+    st.admitted,
+    st.accepted,
+    st.committed,
+    prefill_seconds,
+    decode_seconds,
+    compile_seconds,
+  )

@@ -1,0 +1,104 @@
+"""Verification of a block of draft tokens against the target (the XLA reference path).
+
+Greedy: accept draft tokens while each equals the target's argmax; the next token is the
+target's argmax after the accepted prefix.
+
+Sampling (T > 0), lossless: draft token x_k (sampled from p_d) is accepted with probability
+min(1, p_t(x_k) / p_d(x_k)); the first rejection is replaced by a draw from
+norm(max(0, p_t - p_d)); if every admitted token passes, a bonus token is drawn from p_t. Both
+p_t and p_d are the *filtered* distributions (`sampling.filter_logits`: temperature, top-k,
+top-p applied alike to both), so the output follows the filtered target distribution exactly.
+Everything stays in log space; draws use the Gumbel-max trick; when the residual has (almost)
+no mass, p_d ~ p_t at that slot and we draw from p_t instead (the reference implementation's
+guard; the case has probability ~0 of being reached after a rejection).
+
+Randomness: the acceptance uniform of the draft token at position p and the replacement/bonus
+draw for position p are keyed by (seed, request, p) plus a stream tag, so results do not depend
+on batch mates.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dspark_jax.decoding.sampling import SamplingParams, filter_logits, token_keys
+
+ACCEPT_STREAM = 1
+RESAMPLE_STREAM = 2
+# Below this residual mass, draw from p_t (see module docstring).
+RESIDUAL_FLOOR = 1e-7
+
+
+def slot_keys(seed, request_ids_B, first_position_B, num_slots: int, stream: int):
+  """Keys [B, num_slots] for positions first_position + k, in the given stream."""
+  keys = jax.vmap(lambda k: token_keys(seed, request_ids_B, first_position_B + k), out_axes=1)(
+    jnp.arange(num_slots)
+  )
+  return jax.vmap(jax.vmap(lambda key: jax.random.fold_in(key, stream)))(keys)
+
+
+def admitted_prefix(ok_BxG: jax.Array) -> jax.Array:
+  """Length of the leading run of True per row: [B] int32."""
+  return jnp.sum(jnp.cumprod(ok_BxG.astype(jnp.int32), axis=1), axis=1)
+
+
+def verify(
+  target_logits_BxG1xV: jax.Array,
+  draft_tokens_BxG: jax.Array,
+  draft_logits_BxGxV: jax.Array,
+  lengths_B: jax.Array,
+  sampling: SamplingParams,
+  seed: jax.Array,
+  request_ids_B: jax.Array,
+  first_position_B: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+  """Decides how many draft tokens each row keeps and draws the token that follows them.
+
+  Args:
+    target_logits_BxG1xV: target logits at the anchor and after each draft token; slot k
+      predicts the token at position first_position + k.
+    draft_tokens_BxG: the proposed tokens (slot k at position first_position + k).
+    draft_logits_BxGxV: the raw logits each draft token was sampled from (before filtering;
+      one-hot drafters give 0 at the token and -inf elsewhere).
+    lengths_B: how many leading draft tokens are admitted for verification (0..G).
+    sampling: the sampling parameters, shared by target and drafter.
+    seed, request_ids_B, first_position_B: key the random draws.
+
+  Returns:
+    num_accepted [B] int32 in [0, lengths] and next_token [B] int32 (the replacement at the
+    first rejection, or the bonus token).
+  """
+  b, g = draft_tokens_BxG.shape
+  admitted = jnp.arange(g)[None, :] < lengths_B[:, None]
+  if sampling.greedy:
+    target_best = jnp.argmax(target_logits_BxG1xV, axis=-1).astype(jnp.int32)
+    num_accepted = admitted_prefix(admitted & (draft_tokens_BxG == target_best[:, :g]))
+    return num_accepted, jnp.take_along_axis(target_best, num_accepted[:, None], axis=1)[:, 0]
+
+  log_pt = jax.nn.log_softmax(filter_logits(target_logits_BxG1xV, sampling), axis=-1)
+  log_pd = jax.nn.log_softmax(filter_logits(draft_logits_BxGxV, sampling), axis=-1)
+  take = lambda logp, tok: jnp.take_along_axis(logp, tok[..., None], axis=-1)[..., 0]
+  log_ratio = take(log_pt[:, :g], draft_tokens_BxG) - take(log_pd, draft_tokens_BxG)
+  uniforms = jax.vmap(jax.vmap(jax.random.uniform))(
+    slot_keys(seed, request_ids_B, first_position_B, g, ACCEPT_STREAM)
+  )
+  # u < p_t/p_d  <=>  log u < log p_t - log p_d; a NaN ratio (p_d(x) = 0) rejects.
+  accepted = jnp.log(uniforms) < log_ratio
+  num_accepted = admitted_prefix(admitted & accepted)
+
+  at = lambda logp: jnp.take_along_axis(logp, num_accepted[:, None, None], axis=1)[:, 0]
+  log_pt_next = at(log_pt)
+  log_pd_next = at(jnp.pad(log_pd, ((0, 0), (0, 1), (0, 0)), constant_values=-jnp.inf))
+  # log(p_t - p_d) = log p_t + log(1 - p_d/p_t) where p_t > p_d (p_d = 0 included), else -inf.
+  ahead = log_pd_next < log_pt_next
+  gap = jnp.where(ahead, log_pd_next - log_pt_next, -1.0)  # -1.0: any finite filler
+  log_residual = jnp.where(ahead, log_pt_next + jnp.log1p(-jnp.exp(gap)), -jnp.inf)
+  residual_mass = jnp.sum(jnp.exp(log_residual), axis=-1)
+  is_bonus = num_accepted >= lengths_B
+  use_target = is_bonus | (residual_mass < RESIDUAL_FLOOR)
+  log_weights = jnp.where(use_target[:, None], log_pt_next, log_residual)
+  keys = token_keys(seed, request_ids_B, first_position_B + num_accepted)
+  keys = jax.vmap(lambda key: jax.random.fold_in(key, RESAMPLE_STREAM))(keys)
+  next_token = jax.vmap(jax.random.categorical)(keys, log_weights).astype(jnp.int32)
+  return num_accepted, next_token
