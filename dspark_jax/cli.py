@@ -32,6 +32,14 @@ def _add_generate(sub) -> None:
   p.add_argument("--raw", action="store_true", help="do not apply the chat template")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument(
+    "--drafter",
+    default="none",
+    choices=("none", "ngram"),
+    help="speculative decoding with this drafter (none = plain decoding)",
+  )
+  p.add_argument("--draft-len", type=int, default=4, help="G: draft tokens per round")
+  p.add_argument("--ngram", type=int, default=3, help="longest n-gram the n-gram drafter matches")
 
 
 def _generate(args) -> int:
@@ -40,6 +48,8 @@ def _generate(args) -> int:
   from dspark_jax.decoding.sampling import SamplingParams
 
   sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
+  if args.drafter != "none" and args.draft_len < 1:
+    raise ValueError(f"--draft-len must be >= 1, got {args.draft_len}")
   import jax
   from tqdm import tqdm
 
@@ -59,18 +69,45 @@ def _generate(args) -> int:
         {"role": "user", "content": text}
       ]
       prompts.append(tok.encode_chat(messages))
-  gen = GenerateConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
   show = not args.no_progress and args.max_new_tokens > 32
-  bar = tqdm(total=args.max_new_tokens - 1, desc="decode steps", disable=not show, file=sys.stderr)
-  result = generate(
-    params,
-    model.config,
-    prompts,
-    gen,
-    seed=args.seed,
-    steps_per_call=32 if show else None,
-    progress=bar,
+  bar = tqdm(
+    total=args.max_new_tokens * len(prompts), desc="tokens", disable=not show, file=sys.stderr
   )
+  if args.drafter == "none":
+    gen = GenerateConfig(
+      args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0
+    )
+    result = generate(
+      params,
+      model.config,
+      prompts,
+      gen,
+      seed=args.seed,
+      steps_per_call=32 if show else None,
+      progress=bar,
+    )
+    per_round = ""
+  else:
+    from dspark_jax.decoding.loop import SpecConfig, speculative_generate
+    from dspark_jax.drafters.ngram import NgramDrafter
+
+    drafter = NgramDrafter(args.draft_len, model.config.vocab_size, max_ngram=args.ngram)
+    spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
+    result = speculative_generate(
+      params,
+      model.config,
+      drafter,
+      None,
+      prompts,
+      spec,
+      seed=args.seed,
+      rounds_per_call=16 if show else None,
+      progress=bar,
+    )
+    per_round = (
+      f"; {args.drafter} drafter, G={args.draft_len}: "
+      f"{result.mean_accepted_length:.2f} tokens per round (bonus included)"
+    )
   bar.close()
   for i, tokens in enumerate(result.tokens):
     if len(result.tokens) > 1:
@@ -81,7 +118,7 @@ def _generate(args) -> int:
     f"{result.compile_seconds:.1f}s; {result.num_tokens} tokens from {len(prompts)} prompt(s) "
     f"in {result.prefill_seconds + result.decode_seconds:.2f}s: "
     f"{result.tokens_per_second:.1f} tokens/s (prefill {result.prefill_seconds * 1e3:.0f} ms, "
-    f"decode {result.decode_tokens_per_second:.1f} tokens/s)",
+    f"decode {result.decode_seconds:.2f}s){per_round}",
     file=sys.stderr,
   )
   return 0

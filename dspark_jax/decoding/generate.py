@@ -205,7 +205,7 @@ def generate(
     cache_capacity: KV slots per row (default: longest prompt + max_new_tokens, rounded up to
       a multiple of 64 so nearby sizes share one compiled program).
     steps_per_call: decode steps per device call (default: all in one call); smaller values let
-      `progress` (a tqdm-like object with `update(n)`) advance while decoding.
+      `progress` (a tqdm-like object with `update(n)`, counting tokens) advance while decoding.
 
   Raises:
     ValueError: empty prompt, a prompt that does not fit the cache, bad request ids.
@@ -251,11 +251,11 @@ def generate(
   budget = gen_config.max_new_tokens - 1
   chunk = budget if not steps_per_call else steps_per_call
   while budget > 0 and not bool(jnp.all(state.done)):
-    before = int(state.steps) if progress is not None else 0
+    before = int(state.num_generated.sum()) if progress is not None else 0
     state = run_decode(params, state, np.int32(min(chunk, budget)))
     budget -= min(chunk, budget)
-    if progress is not None:
-      progress.update(int(state.steps) - before)
+    if progress is not None:  # counts generated tokens
+      progress.update(int(state.num_generated.sum()) - before)
   jax.block_until_ready(state.tokens)
   decode_seconds = time.perf_counter() - start
   done_steps = int(state.steps)
