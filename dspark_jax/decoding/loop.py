@@ -4,12 +4,15 @@ Each round, for every row: the drafter proposes G tokens after the anchor; the t
 anchor and the drafts in one forward (G + 1 positions); verification keeps a ragged number of
 drafts per row and draws the next token; both caches roll back by setting their lengths. Rows
 stop at a stop token, at their token budget, or when another round would not fit the cache.
-With every verification length 0 this is plain decoding, one token per round.
+With every verification length 0 this is plain decoding, one token per round; a round in which
+no active row has anything to verify (say, the n-gram drafter found no match) runs a one-token
+target step instead of the (G + 1)-token block, since fixed shapes would otherwise pay for it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -154,14 +157,21 @@ def spec_decode(
       lengths = jnp.minimum(lengths, proposal.num_valid)
     block = jnp.concatenate([s.anchor[:, None], proposal.tokens], axis=1)  # [B, G+1]
     positions = anchor_pos[:, None] + jnp.arange(g + 1)[None]
-    out = forward(
-      target_params,
-      block,
-      positions,
-      s.cache,
-      config=target_config,
-      feature_layers=drafter.feature_layers,
+    score = functools.partial(
+      forward, target_params, config=target_config, feature_layers=drafter.feature_layers
     )
+
+    def score_anchor_only(block, positions, cache):
+      # Nothing to verify in any active row: a plain one-token step, padded to the block shape
+      # (slots 1..G are never read when every length is 0).
+      out = score(block[:, :1], positions[:, :1], cache)
+      widen = lambda x: None if x is None else jnp.repeat(x, g + 1, axis=1)
+      return out._replace(
+        logits=widen(out.logits), features=widen(out.features), hidden=widen(out.hidden)
+      )
+
+    nothing_to_verify = jnp.all((lengths == 0) | s.done)
+    out = jax.lax.cond(nothing_to_verify, score_anchor_only, score, block, positions, s.cache)
     num_acc, next_token = verify(
       out.logits,
       proposal.tokens,

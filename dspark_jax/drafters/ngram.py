@@ -34,7 +34,7 @@ class NgramDrafter:
   draft_len: int
   vocab_size: int
   max_ngram: int = 3
-  min_ngram: int = 1
+  min_ngram: int = 2  # single-token matches predict too poorly to pay for a verification
   feature_layers: tuple[int, ...] = ()
 
   def __post_init__(self):

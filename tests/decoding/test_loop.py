@@ -26,7 +26,7 @@ def drafters(target_config, target_params, vocab=TINY_VOCAB):
     "llama", seed=7, scale=4.0, num_layers=1, vocab_size=vocab
   )
   return [
-    ("ngram", NgramDrafter(4, vocab), None),
+    ("ngram", NgramDrafter(4, vocab, min_ngram=1), None),  # 1-grams: proposes often
     ("draft-model", DraftModelDrafter(small_config, 3), small_params),
     ("self", DraftModelDrafter(target_config, 5), target_params),
   ]
