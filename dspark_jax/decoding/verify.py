@@ -12,9 +12,12 @@ Everything stays in log space; draws use the Gumbel-max trick; when the residual
 no mass, p_d ~ p_t at that slot and we draw from p_t instead (the reference implementation's
 guard; the case has probability ~0 of being reached after a rejection).
 
-Randomness: the acceptance uniform of the draft token at position p and the replacement/bonus
-draw for position p are keyed by (seed, request, p) plus a stream tag, so results do not depend
-on batch mates.
+The sampling path lays the block out as the flat token buffer with one segment per row and
+calls `kernels.dispatch.verify_flat`: the Pallas kernel on TPU/GPU, its jnp reference on CPU.
+
+Randomness: the acceptance uniform of the draft token at position p is keyed by
+(seed, request, p); the Gumbel noise of the round's final draw by (seed, request, first draft
+position); each with a stream tag. Results never depend on batch mates.
 """
 
 from __future__ import annotations
@@ -23,11 +26,10 @@ import jax
 import jax.numpy as jnp
 
 from dspark_jax.decoding.sampling import SamplingParams, filter_logits, token_keys
+from dspark_jax.kernels import dispatch
 
 ACCEPT_STREAM = 1
 RESAMPLE_STREAM = 2
-# Below this residual mass, draw from p_t (see module docstring).
-RESIDUAL_FLOOR = 1e-7
 
 
 def slot_keys(seed, request_ids_B, first_position_B, num_slots: int, stream: int):
@@ -76,29 +78,30 @@ def verify(
     num_accepted = admitted_prefix(admitted & (draft_tokens_BxG == target_best[:, :g]))
     return num_accepted, jnp.take_along_axis(target_best, num_accepted[:, None], axis=1)[:, 0]
 
-  log_pt = jax.nn.log_softmax(filter_logits(target_logits_BxG1xV, sampling), axis=-1)
-  log_pd = jax.nn.log_softmax(filter_logits(draft_logits_BxGxV, sampling), axis=-1)
-  take = lambda logp, tok: jnp.take_along_axis(logp, tok[..., None], axis=-1)[..., 0]
-  log_ratio = take(log_pt[:, :g], draft_tokens_BxG) - take(log_pd, draft_tokens_BxG)
+  # Filtering (temperature, top-k, top-p) happens here, alike for both; the flat-buffer
+  # verifier then works at temperature 1 on the filtered logits.
+  target = filter_logits(target_logits_BxG1xV, sampling)
+  draft = filter_logits(draft_logits_BxGxV, sampling)
+  v = target.shape[-1]
   uniforms = jax.vmap(jax.vmap(jax.random.uniform))(
     slot_keys(seed, request_ids_B, first_position_B, g, ACCEPT_STREAM)
   )
-  # u < p_t/p_d  <=>  log u < log p_t - log p_d; a NaN ratio (p_d(x) = 0) rejects.
-  accepted = jnp.log(uniforms) < log_ratio
-  num_accepted = admitted_prefix(admitted & accepted)
-
-  at = lambda logp: jnp.take_along_axis(logp, num_accepted[:, None, None], axis=1)[:, 0]
-  log_pt_next = at(log_pt)
-  log_pd_next = at(jnp.pad(log_pd, ((0, 0), (0, 1), (0, 0)), constant_values=-jnp.inf))
-  # log(p_t - p_d) = log p_t + log(1 - p_d/p_t) where p_t > p_d (p_d = 0 included), else -inf.
-  ahead = log_pd_next < log_pt_next
-  gap = jnp.where(ahead, log_pd_next - log_pt_next, -1.0)  # -1.0: any finite filler
-  log_residual = jnp.where(ahead, log_pt_next + jnp.log1p(-jnp.exp(gap)), -jnp.inf)
-  residual_mass = jnp.sum(jnp.exp(log_residual), axis=-1)
-  is_bonus = num_accepted >= lengths_B
-  use_target = is_bonus | (residual_mass < RESIDUAL_FLOOR)
-  log_weights = jnp.where(use_target[:, None], log_pt_next, log_residual)
-  keys = token_keys(seed, request_ids_B, first_position_B + num_accepted)
+  # One Gumbel vector per (request, round) for the final draw, keyed by the round's first draft
+  # position (unique per round since positions only grow), so it is fixed before acceptance.
+  keys = token_keys(seed, request_ids_B, first_position_B)
   keys = jax.vmap(lambda key: jax.random.fold_in(key, RESAMPLE_STREAM))(keys)
-  next_token = jax.vmap(jax.random.categorical)(keys, log_weights).astype(jnp.int32)
-  return num_accepted, next_token
+  gumbel = jax.vmap(lambda key: jax.random.gumbel(key, (v,)))(keys)
+  pad_slot = lambda x, value: jnp.concatenate([x, jnp.full_like(x[:, :1], value)], axis=1).reshape(
+    b * (g + 1), *x.shape[2:]
+  )
+  return dispatch.verify_flat(
+    target.reshape(b * (g + 1), v),
+    pad_slot(draft, 0.0),
+    pad_slot(draft_tokens_BxG, 0),
+    pad_slot(uniforms, 0.5),
+    gumbel,
+    jnp.arange(b, dtype=jnp.int32) * (g + 1),
+    lengths_B.astype(jnp.int32),
+    max_len=g,
+    temperature=1.0,
+  )

@@ -2,8 +2,8 @@
 
 Pallas runs compiled on TPU and GPU, and in interpret mode on CPU only when asked (tests, where
 it checks the kernel against the reference); otherwise CPU uses the XLA reference. Top-k / top-p
-filtering needs a sort and is not on the flat path yet: it raises, pointing to
-`decoding.verify.verify`, the padded XLA path that supports it.
+are applied by the caller before (`decoding.verify` filters the logits, then verifies at
+temperature 1), so both implementations only ever see temperature.
 """
 
 from __future__ import annotations
