@@ -56,6 +56,31 @@ def _finished(state_tokens_new, num_generated, lengths, capacity, cfg: GenerateC
   return stop | (num_generated >= cfg.max_new_tokens) | (lengths >= capacity)
 
 
+def prefill_first_token(
+  params,
+  prompts_BxP,
+  prompt_lens_B,
+  cache,
+  request_ids_B,
+  seed,
+  model_config: ModelConfig,
+  sampling: SamplingParams,
+  feature_layers: tuple[int, ...] = (),
+):
+  """Target forward over right-padded prompts; returns (output with the cache at the prompt
+  lengths, each row's first generated token drawn with key (seed, request, prompt length))."""
+  batch, width = prompts_BxP.shape
+  positions = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (batch, width))
+  out = forward(
+    params, prompts_BxP, positions, cache, config=model_config, feature_layers=feature_layers
+  )
+  # Padding beyond a row's prompt was written to the cache but lies past its length: invisible.
+  out = out._replace(cache=out.cache.with_lengths(prompt_lens_B))
+  last_logits = jnp.take_along_axis(out.logits, (prompt_lens_B - 1)[:, None, None], axis=1)[:, 0]
+  first = sample(last_logits, sampling, token_keys(seed, request_ids_B, prompt_lens_B))
+  return out, first
+
+
 def prefill(
   params,
   prompts_BxP: jax.Array,
@@ -68,14 +93,18 @@ def prefill(
   gen_config: GenerateConfig,
 ) -> DecodeState:
   """Runs the right-padded prompts through the target and samples each row's first token."""
-  batch, width = prompts_BxP.shape
-  positions = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (batch, width))
-  out = forward(params, prompts_BxP, positions, cache, config=model_config)
-  # Padding beyond a row's prompt was written to the cache but lies past its length: invisible.
-  cache = out.cache.with_lengths(prompt_lens_B)
-  last_logits = jnp.take_along_axis(out.logits, (prompt_lens_B - 1)[:, None, None], axis=1)[:, 0]
-  keys = token_keys(seed, request_ids_B, prompt_lens_B)
-  first = sample(last_logits, gen_config.sampling, keys)
+  batch = prompts_BxP.shape[0]
+  out, first = prefill_first_token(
+    params,
+    prompts_BxP,
+    prompt_lens_B,
+    cache,
+    request_ids_B,
+    seed,
+    model_config,
+    gen_config.sampling,
+  )
+  cache = out.cache
   tokens = jnp.full((batch, gen_config.max_new_tokens), gen_config.pad_id, jnp.int32)
   tokens = tokens.at[:, 0].set(first)
   num_generated = jnp.ones((batch,), jnp.int32)

@@ -23,8 +23,8 @@ import numpy as np
 from flax import struct
 
 from dspark_jax.config import ModelConfig
-from dspark_jax.decoding.generate import _compile, round_up
-from dspark_jax.decoding.sampling import SamplingParams, sample, token_keys
+from dspark_jax.decoding.generate import _compile, prefill_first_token, round_up
+from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.decoding.verify import verify
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.transformer import forward
@@ -91,19 +91,20 @@ def spec_prefill(
   drafter,
   spec: SpecConfig,
 ) -> SpecState:
-  batch, width = prompts_BxP.shape
-  positions = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (batch, width))
-  out = forward(
+  """Target prefill (with the drafter's feature layers), first token, drafter state."""
+  batch = prompts_BxP.shape[0]
+  out, first = prefill_first_token(
     target_params,
     prompts_BxP,
-    positions,
+    prompt_lens_B,
     cache,
-    config=target_config,
-    feature_layers=drafter.feature_layers,
+    request_ids_B,
+    seed,
+    target_config,
+    spec.sampling,
+    drafter.feature_layers,
   )
-  cache = out.cache.with_lengths(prompt_lens_B)
-  last = jnp.take_along_axis(out.logits, (prompt_lens_B - 1)[:, None, None], axis=1)[:, 0]
-  first = sample(last, spec.sampling, token_keys(seed, request_ids_B, prompt_lens_B))
+  cache = out.cache
   draft_state = drafter.init_state(
     draft_params, out.features, prompts_BxP, prompt_lens_B, cache.capacity
   )
