@@ -44,9 +44,9 @@ EVAL = ROOT.parent / "shared" / "data" / "eval"
 BENCHMARKS = ("gsm8k", "humaneval", "mt-bench")
 
 
-def load_prompts(per: int) -> list[tuple[str, str]]:
+def load_prompts(per: int, benchmarks=BENCHMARKS) -> list[tuple[str, str]]:
   out = []
-  for name in BENCHMARKS:
+  for name in benchmarks:
     with open(EVAL / f"{name}.jsonl") as f:
       rows = [json.loads(line) for line in f if line.strip()]
     out += [(name, row["turns"][0]) for row in rows[:per]]
@@ -153,6 +153,11 @@ def main():
   parser.add_argument("--max-new-tokens", type=int, default=256)
   parser.add_argument("--draft-len", type=int, default=4)
   parser.add_argument("--hf-lookup", type=int, default=10)
+  parser.add_argument(
+    "--benchmarks",
+    default=",".join(BENCHMARKS),
+    help="comma-separated subset of " + ",".join(BENCHMARKS),
+  )
   parser.add_argument("--out", default=str(ROOT / "results" / "bench_spec"))
   parser.add_argument(
     "--overhead-only",
@@ -236,7 +241,7 @@ def main():
     },
     "per_benchmark": {},
   }
-  for bench in (*BENCHMARKS, "all"):
+  for bench in (*args.benchmarks.split(","), "all"):
     sel = [r for r in rows if bench in ("all", r["benchmark"])]
     entry = {}
     for name in systems:
