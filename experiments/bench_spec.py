@@ -180,7 +180,7 @@ def main():
   spec = SpecConfig(args.max_new_tokens, stop_ids=(eos,), pad_id=eos)
   prompts = [
     (b, tok.encode_chat([{"role": "user", "content": t}]))
-    for b, t in load_prompts(args.per_benchmark)
+    for b, t in load_prompts(args.per_benchmark, args.benchmarks.split(","))
   ]
 
   systems = {
