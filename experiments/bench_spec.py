@@ -230,7 +230,11 @@ def main():
 
   summary = {
     "command": "python experiments/bench_spec.py "
-    + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out"),
+    + " ".join(
+      f"--{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
+      for k, v in vars(args).items()
+      if k != "out" and v is not False
+    ),
     "machine": {
       "platform": platform.platform(),
       "cpu_count": os.cpu_count(),
