@@ -183,6 +183,14 @@ def _compile(fn, *args, **static):
   return _COMPILED[key], time.perf_counter() - start
 
 
+def pad_prompts(prompts: Sequence[Sequence[int]], width: int, pad_id: int) -> np.ndarray:
+  """Right-padded [B, width] int32 host array of the prompts."""
+  padded = np.full((len(prompts), width), pad_id, np.int32)
+  for row, prompt in enumerate(prompts):
+    padded[row, : len(prompt)] = prompt
+  return padded
+
+
 def round_up(n: int, multiple: int) -> int:
   return int(math.ceil(n / multiple) * multiple)
 
@@ -259,9 +267,7 @@ def generate(
     raise ValueError(f"need one request id per prompt, got {request_ids.shape[0]}")
 
   width = min(round_up(longest, 16), cache_capacity)
-  padded = np.full((len(prompts), width), gen_config.pad_id, np.int32)
-  for row, prompt in enumerate(prompts):
-    padded[row, : len(prompt)] = prompt
+  padded = pad_prompts(prompts, width, gen_config.pad_id)
   cache = KVCache.create(model_config, len(prompts), cache_capacity)
   static = dict(model_config=model_config, gen_config=gen_config)
 

@@ -23,25 +23,19 @@ import numpy as np
 from flax import struct
 
 from dspark_jax.config import ModelConfig
-from dspark_jax.decoding.generate import _compile, prefill_first_token, round_up
-from dspark_jax.decoding.sampling import SamplingParams
+from dspark_jax.decoding.generate import (
+  GenerateConfig,
+  _compile,
+  pad_prompts,
+  prefill_first_token,
+  round_up,
+)
 from dspark_jax.decoding.verify import verify
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.transformer import forward
 
-
-@dataclasses.dataclass(frozen=True)
-class SpecConfig:
-  """Static settings of a speculative run (hashable: a jit static argument)."""
-
-  max_new_tokens: int
-  sampling: SamplingParams = SamplingParams()
-  stop_ids: tuple[int, ...] = ()
-  pad_id: int = 0
-
-  def __post_init__(self):
-    if self.max_new_tokens < 1:
-      raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+# A speculative run's static settings are a plain run's (budget, sampling, stops, padding).
+SpecConfig = GenerateConfig
 
 
 @struct.dataclass
@@ -320,9 +314,7 @@ def speculative_generate(
   )
 
   width = min(round_up(longest, 16), cache_capacity)
-  padded = np.full((batch, width), spec.pad_id, np.int32)
-  for row, prompt in enumerate(prompts):
-    padded[row, : len(prompt)] = prompt
+  padded = pad_prompts(prompts, width, spec.pad_id)
   cache = KVCache.create(target_config, batch, cache_capacity)
   static = dict(target_config=target_config, drafter=drafter, spec=spec)
   args = (
