@@ -85,6 +85,101 @@ class ModelConfig:
     return self.rope_theta, self.rope_scaling_factor
 
 
+DrafterKind = Literal["dspark", "dflash", "eagle3"]
+HeadKind = Literal["markov", "gated", "rnn", "none"]
+DRAFTER_KINDS: tuple[str, ...] = ("dspark", "dflash", "eagle3")
+HEAD_KINDS: tuple[str, ...] = ("markov", "gated", "rnn", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class DraftConfig:
+  """A trained drafter (DSpark, DFlash or Eagle3); its width, heads and RoPE are the target's.
+
+  Defaults are DeepSpec's (see `shared/docs/dspark.md` section 2). `block_size` is G, the number
+  of draft tokens per round: the parallel block holds the anchor and G - 1 mask tokens, and slot
+  k predicts the token k + 1 positions after the anchor.
+  """
+
+  kind: DrafterKind = "dspark"
+  block_size: int = 7
+  num_layers: int = 5
+  # Target layers whose raw outputs form the context features (-1: the embedding output).
+  target_layer_ids: tuple[int, ...] = (1, 9, 17, 25, 33)
+  mask_token_id: int = 0
+  head: HeadKind = "markov"  # sequential head of DSpark; DFlash and Eagle3 have "none"
+  markov_rank: int = 256
+  confidence_head: bool = True
+  confidence_with_markov: bool = True  # the confidence head also sees W1[x_{k-1}]
+  num_anchors: int = 512  # anchor blocks per training sequence
+  intermediate_size: int | None = None  # drafter MLP width; None -> the target's
+
+  def __post_init__(self):
+    if self.kind not in DRAFTER_KINDS:
+      raise ValueError(f"unknown drafter kind {self.kind!r}; choose one of {DRAFTER_KINDS}")
+    if self.head not in HEAD_KINDS:
+      raise ValueError(f"unknown sequential head {self.head!r}; choose one of {HEAD_KINDS}")
+    if self.block_size < 1:
+      raise ValueError(f"block_size must be >= 1, got {self.block_size}")
+    if self.num_layers < 1:
+      raise ValueError(f"a drafter needs at least one layer, got num_layers={self.num_layers}")
+    if self.kind != "dspark" and (self.head != "none" or self.confidence_head):
+      raise ValueError(
+        f"{self.kind} has no sequential or confidence head: set head=none confidence_head=false"
+      )
+    if self.head != "none" and self.markov_rank < 1:
+      raise ValueError(f"markov_rank must be >= 1, got {self.markov_rank}")
+    if not self.target_layer_ids:
+      raise ValueError("target_layer_ids must name at least one target layer")
+
+  @property
+  def uses_token_table(self) -> bool:
+    """Whether W1 (the [V, r] previous-token table) exists."""
+    return self.head != "none" or (self.confidence_head and self.confidence_with_markov)
+
+  def check_target(self, target: ModelConfig) -> None:
+    """Raises ValueError if this drafter cannot run on `target`."""
+    ids = self.target_layer_ids
+    last = target.num_layers - 1
+    bad = [i for i in ids if not -1 <= i < last]
+    if bad:
+      raise ValueError(
+        f"target_layer_ids {list(bad)} out of range for a {target.num_layers}-layer target: "
+        f"valid ids are -1 (embedding output) to {last - 1}; the last layer ({last}) is not "
+        "allowed (its output is what the drafter is trained to predict)"
+      )
+    if any(b <= a for a, b in zip(ids, ids[1:], strict=False)):
+      raise ValueError(f"target_layer_ids must be strictly increasing, got {list(ids)}")
+    if not 0 <= self.mask_token_id < target.vocab_size:
+      raise ValueError(
+        f"mask_token_id {self.mask_token_id} is outside the target vocabulary "
+        f"(size {target.vocab_size})"
+      )
+
+  def backbone_config(self, target: ModelConfig) -> ModelConfig:
+    """The drafter's own layers: Qwen3-style (pre-norm, q/k norm, SiLU) at the target's width.
+
+    The layer style is the DeepSpec drafter's whatever the target family is; what comes from
+    the target are the width, heads, head size and RoPE (global base and scaling), so drafter
+    positions rotate exactly like the target's.
+    """
+    return ModelConfig(
+      family="qwen3",
+      vocab_size=target.vocab_size,
+      hidden_size=target.hidden_size,
+      intermediate_size=self.intermediate_size or target.intermediate_size,
+      num_layers=self.num_layers,
+      num_heads=target.num_heads,
+      num_kv_heads=target.num_kv_heads,
+      head_dim=target.head_dim,
+      rms_eps=target.rms_eps,
+      rope_theta=target.rope_theta,
+      rope_scaling_factor=target.rope_scaling_factor,
+      query_scale=target.query_scale,
+      tie_embeddings=target.tie_embeddings,
+      dtype=target.dtype,
+    )
+
+
 def gemma3_layer_windows(num_layers: int, window: int, pattern: int = 6) -> tuple[int | None, ...]:
   """Gemma 3's layout: every `pattern`-th layer is global, the others slide over `window`."""
   return tuple(None if (i + 1) % pattern == 0 else window for i in range(num_layers))

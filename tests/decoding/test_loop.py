@@ -2,7 +2,6 @@
 
 import itertools
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,11 +9,11 @@ from dspark_jax.decoding import generate as gen_module
 from dspark_jax.decoding import loop as loop_module
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
-from dspark_jax.decoding.sampling import SamplingParams, filter_logits
+from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.decoding.verify import verify
 from dspark_jax.drafters.draft_model import DraftModelDrafter
 from dspark_jax.drafters.ngram import NgramDrafter
-from dspark_jax.models.transformer import forward_jit
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
 from tests.tiny import TINY_VOCAB, tiny_model
 
 PROMPTS = [[5, 9, 2, 33, 7, 1, 60, 5, 9, 2], [11, 4], [8, 8, 8, 20, 3, 8, 8], [1, 2, 3, 1, 2]]
@@ -63,44 +62,6 @@ def test_zero_verification_length_is_plain_decoding():
   )
   assert got.tokens == plain
   assert got.admitted.sum() == 0 and got.mean_accepted_length == 1.0
-
-
-def exact_sequence_probs(config, params, prompt, n, sampling):
-  """P(first n generated tokens) for every sequence, by enumerating all prefixes."""
-  v = config.vocab_size
-  probs = {(): 1.0}
-  for _ in range(n):
-    prefixes = list(probs)
-    tokens = np.asarray([prompt + list(p) for p in prefixes])
-    logits = forward_jit(
-      params, tokens, np.arange(tokens.shape[1])[None].repeat(len(tokens), 0), config=config
-    ).logits[:, -1]
-    step = np.asarray(jax.nn.softmax(filter_logits(logits, sampling), axis=-1), np.float64)
-    probs = {p + (x,): probs[p] * step[i, x] for i, p in enumerate(prefixes) for x in range(v)}
-  return probs
-
-
-def chi_square(samples, probs):
-  """Chi-square statistic and degrees of freedom, pooling cells expected below 5."""
-  counts = {}
-  for s in samples:
-    counts[s] = counts.get(s, 0) + 1
-  n = len(samples)
-  if any(probs.get(s, 0.0) == 0.0 for s in counts):
-    return float("inf"), 1
-  big = [s for s, p in probs.items() if p * n >= 5]
-  small = [s for s, p in probs.items() if p * n < 5]
-  stat = sum((counts.get(s, 0) - probs[s] * n) ** 2 / (probs[s] * n) for s in big)
-  pooled = sum(probs[s] for s in small) * n
-  if pooled > 0:
-    stat += (sum(counts.get(s, 0) for s in small) - pooled) ** 2 / pooled
-  return stat, len(big) + (pooled > 0) - 1
-
-
-def chi2_quantile_1e3(dof):
-  """Upper 0.001 quantile of chi-square (Wilson-Hilferty approximation, good for dof > 10)."""
-  z = 3.0902
-  return dof * (1 - 2 / (9 * dof) + z * np.sqrt(2 / (9 * dof))) ** 3
 
 
 VOCAB = 6

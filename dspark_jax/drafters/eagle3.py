@@ -1,0 +1,264 @@
+"""Eagle3: one autoregressive decoder layer over [token embedding ; feature], the baseline.
+
+The layer's input at position i pairs the token x_i with a hidden vector: fc(f_{i-1}) (the
+target's features of the previous token, projected) for committed tokens, or the drafter's own
+output at i - 1 while drafting. Its q/k/v projections read both halves (2D inputs); the residual
+stream starts from the hidden half. Drafting from the anchor a: step j sits at position a + j,
+reads (x_{a+j}, out_{a+j-1}) (fc(f_{a-1}) for j = 0) and predicts x_{a+j+1}.
+
+`train_forward` is the training-time test: step j at position i is the step-j draft of the round
+anchored at i - j. Its attention sees the step-0 entries at positions <= i - j (what the cache
+holds at inference) and the step-s entries at i - j + s for 1 <= s <= j (the round's own earlier
+drafts), so it equals inference with the same tokens, exactly.
+
+Letters: B batch, T tokens, J steps, S cache slots, D width, F feature width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from flax import struct
+
+from dspark_jax.config import DraftConfig, ModelConfig
+from dspark_jax.drafters.base import Proposal, sample_draft
+from dspark_jax.drafters.shared import embed, frozen_parts, lm_logits
+from dspark_jax.models.kv_cache import KVCache, write_rows
+from dspark_jax.models.layers import (
+  GatedMLP,
+  RMSNorm,
+  _param,
+  apply_rope,
+  attend,
+  attention_mask,
+  rope_cos_sin,
+)
+
+
+class Eagle3Layer(nn.Module):
+  draft: DraftConfig
+  target: ModelConfig
+
+  def setup(self):
+    c = self.draft.backbone_config(self.target)
+    self.c = c
+    m, d, h, n, k = (
+      len(self.draft.target_layer_ids),
+      c.hidden_size,
+      c.num_heads,
+      c.num_kv_heads,
+      c.head_dim,
+    )
+    self.fc = _param(self, "fc", (m * d, d), (None, "embed"))
+    self.input_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
+    self.hidden_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
+    self.q_proj = _param(self, "q_proj", (2 * d, h, k), ("embed", "heads", "head_dim"))
+    self.k_proj = _param(self, "k_proj", (2 * d, n, k), ("embed", "kv_heads", "head_dim"))
+    self.v_proj = _param(self, "v_proj", (2 * d, n, k), ("embed", "kv_heads", "head_dim"))
+    self.o_proj = _param(self, "o_proj", (h, k, d), ("heads", "head_dim", "embed"))
+    self.q_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
+    self.k_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
+    self.pre_mlp_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
+    self.mlp = GatedMLP(c.intermediate_size, "silu", c.dtype)
+    self.final_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
+
+  def project(self, features_BxTxF):
+    dt = self.c.dtype
+    return features_BxTxF.astype(dt) @ self.fc.astype(dt)
+
+  def qkv(self, emb_BxTxD, hidden_BxTxD, positions_BxT):
+    """Queries [B, T, H, K] and keys/values [B, N, T, K] of the (token, hidden) pairs."""
+    c, dt = self.c, self.c.dtype
+    x = jnp.concatenate([self.input_norm(emb_BxTxD), self.hidden_norm(hidden_BxTxD)], -1)
+    q = self.q_norm(jnp.einsum("btd,dhk->bthk", x, self.q_proj.astype(dt)))
+    k = self.k_norm(jnp.einsum("btd,dnk->btnk", x, self.k_proj.astype(dt)))
+    v = jnp.einsum("btd,dnk->btnk", x, self.v_proj.astype(dt))
+    cos, sin = rope_cos_sin(positions_BxT, c.head_dim, c.rope_theta, c.rope_scaling_factor)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    return q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+
+  def finish(self, attn_BxTxHxK, hidden_BxTxD):
+    """(output hidden [B, T, D] fed to the next step, final-normed hidden for the LM head)."""
+    dt = self.c.dtype
+    x = hidden_BxTxD + jnp.einsum("bthk,hkd->btd", attn_BxTxHxK, self.o_proj.astype(dt))
+    x = x + self.mlp(self.pre_mlp_norm(x))
+    return x, self.final_norm(x)
+
+  def __call__(self, features_BxTxF, emb_BxTxD, positions_BxT):
+    """Runs every part once (used by `init`)."""
+    hidden = self.project(features_BxTxF)
+    q, k, v = self.qkv(emb_BxTxD, hidden, positions_BxT)
+    mask = attention_mask(jnp.zeros(q.shape[0], jnp.int32), q.shape[1], k.shape[2], None)
+    return self.finish(attend(q, k, v, mask, self.c.scale, None), hidden)
+
+
+@struct.dataclass
+class Eagle3State:
+  cache: KVCache  # one layer; slot p holds the entry of (x_p, fc(f_{p-1}))
+  last_hidden: jax.Array  # [B, D] fc(f_{a-1}): the anchor's hidden input
+
+
+def _shift_right(x_BxTxD):
+  """Position i gets x[i - 1]; position 0 gets zeros (no token precedes it)."""
+  return jnp.pad(x_BxTxD, ((0, 0), (1, 0), (0, 0)))[:, :-1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Eagle3Drafter:
+  """Params: {"trainable": Eagle3Layer params, "frozen": `frozen_parts(target_params, target)`}."""
+
+  config: DraftConfig
+  target: ModelConfig
+
+  def __post_init__(self):
+    if self.config.kind != "eagle3":
+      raise ValueError(f"Eagle3Drafter runs eagle3 configs, not {self.config.kind!r}")
+    if self.config.num_layers != 1:
+      raise ValueError(f"Eagle3 has exactly one layer, got num_layers={self.config.num_layers}")
+    self.config.check_target(self.target)
+
+  @property
+  def draft_len(self) -> int:
+    return self.config.block_size
+
+  @property
+  def feature_layers(self) -> tuple[int, ...]:
+    return self.config.target_layer_ids
+
+  @property
+  def vocab_size(self) -> int:
+    return self.target.vocab_size
+
+  @property
+  def model(self) -> Eagle3Layer:
+    return Eagle3Layer(self.config, self.target)
+
+  # --- parameters -------------------------------------------------------------------------
+  def _init_args(self):
+    f = len(self.feature_layers) * self.target.hidden_size
+    d = self.target.hidden_size
+    return jnp.zeros((1, 2, f)), jnp.zeros((1, 2, d)), jnp.zeros((1, 2), jnp.int32)
+
+  def _abstract(self):
+    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), *self._init_args()))["params"]
+
+  def init_trainable(self, rng: jax.Array):
+    return nn.unbox(self.model.init(rng, *self._init_args())["params"])
+
+  def init_params(self, rng: jax.Array, target_params) -> dict:
+    return {
+      "trainable": self.init_trainable(rng),
+      "frozen": frozen_parts(target_params, self.target),
+    }
+
+  def trainable_shapes(self):
+    return nn.unbox(self._abstract())
+
+  def logical_axes(self):
+    return nn.get_partition_spec(self._abstract())
+
+  # --- one pass over new tokens with the cache ------------------------------------------------
+  def _run(self, params, tokens_BxT, hidden_in_BxTxD, start_B, cache: KVCache):
+    """Writes T entries at slots start.. and returns (output hidden, logits [B, T, V], cache)."""
+    frozen, t = params["frozen"], tokens_BxT.shape[1]
+    positions = start_B[:, None] + jnp.arange(t, dtype=jnp.int32)
+
+    def run(model):
+      q, k, v = model.qkv(embed(frozen, tokens_BxT, self.target), hidden_in_BxTxD, positions)
+      keys = write_rows(cache.keys[0], k, start_B)
+      values = write_rows(cache.values[0], v, start_B)
+      mask = attention_mask(start_B, t, keys.shape[2], None)
+      out, normed = model.finish(
+        attend(q, keys, values, mask, model.c.scale, None), hidden_in_BxTxD
+      )
+      return (
+        out,
+        lm_logits(frozen, normed, self.target),
+        cache.replace(keys=(keys,), values=(values,)),
+      )
+
+    return nn.apply(run, self.model)({"params": params["trainable"]})
+
+  def _project(self, params, features):
+    return self.model.apply({"params": params["trainable"]}, features, method=Eagle3Layer.project)
+
+  # --- training mode ------------------------------------------------------------------------
+  def train_forward(self, params, tokens_BxT, features_BxTxF, num_steps: int) -> jax.Array:
+    """Training-time test: logits [J, B, T, V]; step j at position i predicts x_{i+1} in the
+    round anchored at i - j (teacher-forced tokens)."""
+    b, t = tokens_BxT.shape
+    frozen = params["frozen"]
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    i = jnp.arange(t)[:, None]
+    p = jnp.arange(t)[None, :]
+
+    def run(model):
+      emb = embed(frozen, tokens_BxT, self.target)
+      hidden = _shift_right(model.project(features_BxTxF))
+      keys, values, all_logits = [], [], []
+      for j in range(num_steps):
+        q, k, v = model.qkv(emb, hidden, positions)
+        keys.append(k)
+        values.append(v)
+        masks = [p <= i - j] + [p == i - j + s for s in range(1, j + 1)]
+        mask = jnp.broadcast_to(jnp.concatenate(masks, axis=1), (b, t, t * (j + 1)))
+        attn = attend(
+          q, jnp.concatenate(keys, 2), jnp.concatenate(values, 2), mask, model.c.scale, None
+        )
+        out, normed = model.finish(attn, hidden)
+        all_logits.append(lm_logits(frozen, normed, self.target))
+        hidden = _shift_right(out)
+      return jnp.stack(all_logits)
+
+    return nn.apply(run, self.model)({"params": params["trainable"]})
+
+  # --- the drafter protocol ----------------------------------------------------------------
+  def init_state(self, params, prompt_features, prompt_tokens, prompt_lens, capacity: int):
+    b = prompt_tokens.shape[0]
+    cache = KVCache.create(self.config.backbone_config(self.target), b, capacity)
+    projected = self._project(params, prompt_features)
+    _, _, cache = self._run(
+      params, prompt_tokens, _shift_right(projected), jnp.zeros((b,), jnp.int32), cache
+    )
+    last = jnp.take_along_axis(projected, (prompt_lens - 1)[:, None, None], axis=1)[:, 0]
+    return Eagle3State(cache.with_lengths(prompt_lens), last)
+
+  def propose(self, params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids):
+    def choose(k, logits_BxV):
+      return sample_draft(logits_BxV, sampling, seed, request_ids, anchor_positions + k + 1)
+
+    proposal, cache = self._draft(params, state, anchor_tokens, anchor_positions, choose)
+    return proposal, state.replace(cache=cache)
+
+  def propose_forced(self, params, state, anchor_tokens, anchor_positions, tokens_BxG):
+    return self._draft(
+      params, state, anchor_tokens, anchor_positions, lambda k, _: tokens_BxG[:, k]
+    )[0]
+
+  def _draft(self, params, state, anchor_tokens, anchor_positions, choose):
+    """G one-token steps from the anchor; the cache gains G provisional entries."""
+
+    def step(carry, k):
+      cache, token, hidden = carry
+      out, logits, cache = self._run(
+        params, token[:, None], hidden[:, None], anchor_positions + k, cache
+      )
+      new = choose(k, logits[:, 0]).astype(jnp.int32)
+      return (cache, new, out[:, 0]), (new, logits[:, 0])
+
+    init = (state.cache, anchor_tokens.astype(jnp.int32), state.last_hidden)
+    (cache, _, _), (tokens, logits) = jax.lax.scan(step, init, jnp.arange(self.draft_len))
+    return Proposal(tokens.T, logits.transpose(1, 0, 2)), cache
+
+  def commit(self, params, state, proposal, anchor_tokens, accepted_features, num_accepted):
+    """Rewrites the entries of the accepted drafts from the target's features."""
+    del anchor_tokens
+    g = self.draft_len
+    start = state.cache.lengths  # the anchor's slot
+    projected = self._project(params, accepted_features)  # [B, G+1, D]: f_a .. f_{a+G}
+    _, _, cache = self._run(params, proposal.tokens, projected[:, :g], start + 1, state.cache)
+    last = jnp.take_along_axis(projected, num_accepted[:, None, None], axis=1)[:, 0]
+    return Eagle3State(cache.with_lengths(start + 1 + num_accepted), last)
