@@ -4,9 +4,7 @@ import jax
 import numpy as np
 
 from dspark_jax.config import DraftConfig
-from dspark_jax.drafters.dflash import DFlashDrafter
-from dspark_jax.drafters.dspark import DSparkDrafter
-from dspark_jax.drafters.eagle3 import Eagle3Drafter
+from dspark_jax.drafters.build import make_drafter as build
 
 HEADS = ("markov", "gated", "rnn")
 KINDS = ("dspark-markov", "dspark-gated", "dspark-rnn", "dflash", "eagle3")
@@ -26,9 +24,7 @@ def tiny_draft_config(kind: str, **overrides) -> DraftConfig:
 
 
 def make_drafter(kind: str, target_config, **overrides):
-  config = tiny_draft_config(kind, **overrides)
-  cls = {"dspark": DSparkDrafter, "dflash": DFlashDrafter, "eagle3": Eagle3Drafter}[config.kind]
-  return cls(config, target_config)
+  return build(tiny_draft_config(kind, **overrides), target_config)
 
 
 def randomize(tree, seed: int, scale: float = 0.3):

@@ -210,12 +210,41 @@ def _safetensors_index(folder: Path) -> dict[str, Path]:
 
 
 def _open_safetensors(file: Path):
+  # The "flax" framework reads bfloat16 (released checkpoints are bf16; numpy has no bf16).
   from safetensors import SafetensorError, safe_open
 
   try:
-    return safe_open(file, "np")
+    return safe_open(file, "flax")
   except (SafetensorError, OSError) as e:
     raise CheckpointError(f"cannot read {file}: {e}") from None
+
+
+def read_config_json(folder: Path) -> dict[str, Any]:
+  """The folder's config.json as a dict; CheckpointError if absent or malformed."""
+  config_file = folder / "config.json"
+  if not config_file.is_file():
+    raise CheckpointError(f"{folder} is not an HF checkpoint folder: no config.json")
+  try:
+    return json.loads(config_file.read_text())
+  except json.JSONDecodeError as e:
+    raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
+
+
+def tensor_getter(folder: Path) -> Callable[[str], np.ndarray | None]:
+  """name -> float32 numpy tensor (None if absent) over the folder's safetensors files."""
+  where = _safetensors_index(folder)
+  handles: dict[Path, Any] = {}
+
+  def get(name: str):
+    file = where.get(name)
+    if file is None:
+      return None
+    if file not in handles:
+      handles[file] = _open_safetensors(file)
+    return np.asarray(handles[file].get_tensor(name).astype(np.float32))
+
+  get.names = frozenset(where)  # type: ignore[attr-defined]
+  return get
 
 
 def load_hf_folder(path: str | Path, dtype: str = "float32"):
@@ -227,25 +256,8 @@ def load_hf_folder(path: str | Path, dtype: str = "float32"):
   from safetensors import SafetensorError
 
   folder = Path(path)
-  config_file = folder / "config.json"
-  if not config_file.is_file():
-    raise CheckpointError(f"{folder} is not an HF checkpoint folder: no config.json")
-  try:
-    cfg = json.loads(config_file.read_text())
-  except json.JSONDecodeError as e:
-    raise CheckpointError(f"{config_file} is not valid JSON: {e}") from None
-  config = config_from_hf(cfg, dtype)
-  where = _safetensors_index(folder)
-  handles: dict[Path, Any] = {}
-
-  def get(name: str):
-    file = where.get(name)
-    if file is None:
-      return None
-    if file not in handles:
-      handles[file] = _open_safetensors(file)
-    return handles[file].get_tensor(name)
-
+  config = config_from_hf(read_config_json(folder), dtype)
+  get = tensor_getter(folder)
   try:
     params = params_from_hf_tensors(config, get)
   except SafetensorError as e:

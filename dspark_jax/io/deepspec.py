@@ -1,0 +1,274 @@
+"""Drafters in the released DeepSpec format: an HF folder that GPU engines and DeepSpec read.
+
+`config.json` carries the drafter fields (block_size, mask_token_id, target_layer_ids,
+num_anchors, markov_rank, markov_head_type, enable_confidence_head, confidence_head_with_markov)
+next to the copied target fields; `model.safetensors` holds torch-layout tensors ([out, in]
+for linear maps) named as DeepSpec names them (`fc.weight`, `layers.{i}.self_attn.q_proj.weight`,
+`markov_head.markov_w1.weight`, ...). The embedding and LM head are written from the target's
+frozen arrays (DeepSpec ships them in every drafter) and read back only to check them.
+
+Supported: Qwen3-style drafters (architectures `Qwen3DSparkModel`, `Qwen3Eagle3Model`), which
+is what we train for every target family. `Gemma4DSparkModel` folders are refused with a clear
+error: their layer layout is not part of the format description we work from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+from dspark_jax.config import DraftConfig, ModelConfig
+from dspark_jax.drafters.build import make_drafter
+from dspark_jax.drafters.shared import frozen_parts
+from dspark_jax.io.hf import CheckpointError, read_config_json, tensor_getter
+
+ARCHITECTURES = {
+  "dspark": "Qwen3DSparkModel",
+  "dflash": "Qwen3DSparkModel",
+  "eagle3": "Qwen3Eagle3Model",
+}
+
+# Our layer-local names -> (DeepSpec name, number of leading input axes in our layout).
+# A tensor with n input axes is torch's w.reshape(prod(in), -1).T; n = 0 means same layout.
+_LAYER = {
+  ("attn", "q_proj"): ("self_attn.q_proj.weight", 1),
+  ("attn", "k_proj"): ("self_attn.k_proj.weight", 1),
+  ("attn", "v_proj"): ("self_attn.v_proj.weight", 1),
+  ("attn", "o_proj"): ("self_attn.o_proj.weight", 2),
+  ("attn", "q_norm", "scale"): ("self_attn.q_norm.weight", 0),
+  ("attn", "k_norm", "scale"): ("self_attn.k_norm.weight", 0),
+  ("mlp", "gate_proj"): ("mlp.gate_proj.weight", 1),
+  ("mlp", "up_proj"): ("mlp.up_proj.weight", 1),
+  ("mlp", "down_proj"): ("mlp.down_proj.weight", 1),
+  ("input_norm", "scale"): ("input_layernorm.weight", 0),
+  ("pre_mlp_norm", "scale"): ("post_attention_layernorm.weight", 0),
+}
+_TOP = {
+  ("fc",): ("fc.weight", 1),
+  ("hidden_norm", "scale"): ("hidden_norm.weight", 0),
+  ("final_norm", "scale"): ("norm.weight", 0),
+  ("markov_head", "markov_w1"): ("markov_head.markov_w1.weight", 0),  # an embedding table
+  ("markov_head", "markov_w2"): ("markov_head.markov_w2.weight", 1),
+  ("markov_head", "gate_kernel"): ("markov_head.gate_proj.weight", 1),
+  ("markov_head", "gate_bias"): ("markov_head.gate_proj.bias", 0),
+  ("markov_head", "joint_kernel"): ("markov_head.joint_proj.weight", 1),
+  ("markov_head", "joint_bias"): ("markov_head.joint_proj.bias", 0),
+  ("confidence_head", "kernel"): ("confidence_head.proj.weight", 1),
+  ("confidence_head", "bias"): ("confidence_head.proj.bias", 0),
+}
+# Eagle3's single layer keeps its parts at the top level of our tree.
+_EAGLE_LAYER_ONLY = {("hidden_norm", "scale"): ("layers.0.hidden_norm.weight", 0)}
+
+
+def _name_of(path: tuple[str, ...], eagle: bool) -> tuple[str, int]:
+  if eagle:
+    if path in _EAGLE_LAYER_ONLY:
+      return _EAGLE_LAYER_ONLY[path]
+    if path in _TOP:
+      return _TOP[path]
+    key = (
+      ("attn", *path)
+      if path[0] in ("q_proj", "k_proj", "v_proj", "o_proj", "q_norm", "k_norm")
+      else path
+    )
+    name, n_in = _LAYER[key]
+    return f"layers.0.{name}", n_in
+  if path in _TOP:
+    return _TOP[path]
+  name, n_in = _LAYER[path[1:]]
+  return f"layers.{int(path[0].removeprefix('layers_'))}.{name}", n_in
+
+
+def _to_torch(x: np.ndarray, n_in: int) -> np.ndarray:
+  if n_in == 0:
+    return np.asarray(x)
+  return np.ascontiguousarray(np.asarray(x).reshape(math.prod(x.shape[:n_in]), -1).T)
+
+
+def _from_torch(w: np.ndarray, shape: tuple[int, ...], n_in: int) -> np.ndarray:
+  return np.asarray(w) if n_in == 0 else np.asarray(w).T.reshape(shape)
+
+
+def state_dict(drafter, params) -> dict[str, np.ndarray]:
+  """DeepSpec tensors (torch layout, float32 numpy) of a drafter's params."""
+  eagle = drafter.config.kind == "eagle3"
+  out = {}
+  for path, x in traverse_util.flatten_dict(params["trainable"]).items():
+    name, n_in = _name_of(path, eagle)
+    out[name] = _to_torch(np.asarray(x, np.float32), n_in)
+  frozen = params["frozen"]
+  out["embed_tokens.weight"] = np.asarray(frozen["embedding"], np.float32)
+  head = frozen.get("lm_head")
+  out["lm_head.weight"] = (
+    out["embed_tokens.weight"] if head is None else np.asarray(head, np.float32).T
+  )
+  return out
+
+
+def state_dict_shapes(drafter) -> dict[str, tuple[int, ...]]:
+  """DeepSpec tensor shapes of a drafter, computed abstractly (no arrays allocated)."""
+  eagle = drafter.config.kind == "eagle3"
+  shapes = {}
+  for path, x in traverse_util.flatten_dict(drafter.trainable_shapes()).items():
+    name, n_in = _name_of(path, eagle)
+    shapes[name] = x.shape if n_in == 0 else (math.prod(x.shape[n_in:]), math.prod(x.shape[:n_in]))
+  v, d = drafter.target.vocab_size, drafter.target.hidden_size
+  shapes["embed_tokens.weight"] = shapes["lm_head.weight"] = (v, d)
+  return shapes
+
+
+def deepspec_config(drafter) -> dict[str, Any]:
+  c, t = drafter.config, drafter.target
+  if t.gemma_style:
+    raise CheckpointError("saving drafters of Gemma targets in DeepSpec format is not supported")
+  return {
+    "architectures": [ARCHITECTURES[c.kind]],
+    "model_type": "qwen3",
+    "dspark_jax_kind": c.kind,
+    "block_size": c.block_size,
+    "mask_token_id": c.mask_token_id,
+    "target_layer_ids": list(c.target_layer_ids),
+    "num_anchors": c.num_anchors,
+    "markov_rank": c.markov_rank,
+    "markov_head_type": c.head,
+    "enable_confidence_head": c.confidence_head,
+    "confidence_head_with_markov": c.confidence_with_markov,
+    "hidden_size": t.hidden_size,
+    "intermediate_size": c.intermediate_size or t.intermediate_size,
+    "num_hidden_layers": c.num_layers,
+    "num_target_layers": t.num_layers,
+    "num_attention_heads": t.num_heads,
+    "num_key_value_heads": t.num_kv_heads,
+    "head_dim": t.head_dim,
+    "vocab_size": t.vocab_size,
+    "rms_norm_eps": t.rms_eps,
+    "rope_theta": t.rope_theta,
+    "rope_scaling": (
+      None
+      if t.rope_scaling_factor == 1.0
+      else {"rope_type": "linear", "factor": t.rope_scaling_factor}
+    ),
+    "tie_word_embeddings": t.tie_embeddings,
+    "torch_dtype": "float32",
+  }
+
+
+def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig, names=frozenset()):
+  """DraftConfig of a DeepSpec config.json, checked against the target it will run on."""
+  arch = (cfg.get("architectures") or ["?"])[0]
+  if arch not in ("Qwen3DSparkModel", "Qwen3Eagle3Model"):
+    raise CheckpointError(
+      f"unsupported drafter architecture {arch!r}; supported: Qwen3DSparkModel, Qwen3Eagle3Model"
+    )
+  for field, want in [
+    ("hidden_size", target.hidden_size),
+    ("vocab_size", target.vocab_size),
+    ("num_attention_heads", target.num_heads),
+    ("num_key_value_heads", target.num_kv_heads),
+    ("head_dim", target.head_dim),
+  ]:
+    got = cfg.get(field, want)
+    if got != want:
+      raise CheckpointError(
+        f"drafter {field}={got} differs from the target's {want}: this drafter was made for "
+        "another target model"
+      )
+  head = cfg.get("markov_head_type") or "none"
+  kind = cfg.get("dspark_jax_kind")
+  if kind is None:  # a DeepSpec folder: DFlash is the DSpark architecture without heads
+    has_heads = any(n.startswith(("markov_head.", "confidence_head.")) for n in names)
+    kind = "eagle3" if arch == "Qwen3Eagle3Model" else ("dspark" if has_heads else "dflash")
+  if kind != "dspark":
+    head = "none"
+  try:
+    return DraftConfig(
+      kind=kind,
+      block_size=int(cfg["block_size"]) if "block_size" in cfg else 7,
+      num_layers=int(cfg.get("num_hidden_layers", 1)),
+      target_layer_ids=tuple(int(i) for i in cfg.get("target_layer_ids", ())),
+      mask_token_id=int(cfg.get("mask_token_id", 0)),
+      head=head,
+      markov_rank=int(cfg.get("markov_rank", 256)),
+      confidence_head=bool(cfg.get("enable_confidence_head", False)) and kind == "dspark",
+      confidence_with_markov=bool(cfg.get("confidence_head_with_markov", True)),
+      num_anchors=int(cfg.get("num_anchors", 512)),
+      intermediate_size=int(cfg.get("intermediate_size", target.intermediate_size)),
+    )
+  except (ValueError, KeyError) as e:
+    raise CheckpointError(f"bad drafter config.json: {e}") from None
+
+
+def trainable_from_state_dict(drafter, get) -> dict:
+  """Our trainable params from DeepSpec-named torch-layout tensors (`get(name)` or None)."""
+  eagle = drafter.config.kind == "eagle3"
+  flat = {}
+  for path, spec in traverse_util.flatten_dict(drafter.trainable_shapes()).items():
+    name, n_in = _name_of(path, eagle)
+    w = get(name)
+    if w is None:
+      raise CheckpointError(f"drafter checkpoint has no tensor {name!r}")
+    want = spec.shape if n_in == 0 else (math.prod(spec.shape[n_in:]), math.prod(spec.shape[:n_in]))
+    if tuple(w.shape) != tuple(want):
+      raise CheckpointError(f"{name} has shape {tuple(w.shape)}; expected {want}")
+    flat[path] = np.ascontiguousarray(_from_torch(w, spec.shape, n_in), np.float32)
+  return traverse_util.unflatten_dict(flat)
+
+
+def save_drafter(path: str | Path, drafter, params) -> Path:
+  """Writes `config.json` + `model.safetensors` (written to a temporary name, then renamed)."""
+  from safetensors.numpy import save_file
+
+  folder = Path(path)
+  folder.mkdir(parents=True, exist_ok=True)
+  config = deepspec_config(drafter)
+  tmp = folder / "model.safetensors.tmp"
+  save_file(state_dict(drafter, params), str(tmp))
+  tmp.replace(folder / "model.safetensors")
+  (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+  return folder
+
+
+def load_drafter(path: str | Path, target: ModelConfig, target_params):
+  """(drafter, params) from a DeepSpec folder; the frozen parts are the target's own arrays.
+
+  Raises:
+    CheckpointError: missing/corrupt files, an unsupported architecture, or a drafter made for
+      a different target (width, vocabulary, heads, layer ids).
+  """
+  folder = Path(path)
+  cfg = read_config_json(folder)
+  get = tensor_getter(folder)
+  config = draft_config_from_deepspec(cfg, target, get.names)
+  try:
+    drafter = make_drafter(config, target)
+  except ValueError as e:
+    raise CheckpointError(f"drafter in {folder} cannot run on this target: {e}") from None
+  trainable = trainable_from_state_dict(drafter, get)
+  embedding = get("embed_tokens.weight")
+  if embedding is not None:
+    mine = np.asarray(target_params["embedding"], np.float32)
+    if embedding.shape != mine.shape:
+      raise CheckpointError(
+        f"drafter embedding {embedding.shape} differs from the target's {mine.shape}"
+      )
+    # Quantised targets (GGUF) differ slightly from the drafter's copy; a large gap means the
+    # drafter was trained for another model with the same shapes.
+    gap = float(np.abs(embedding - mine).mean() / max(np.abs(mine).mean(), 1e-12))
+    if gap > 0.05:
+      warnings.warn(
+        f"drafter embedding differs from the target's by {gap:.1%} on average: was it trained "
+        "for this target?",
+        stacklevel=2,
+      )
+  params = {
+    "trainable": jax.tree.map(np.asarray, trainable),
+    "frozen": frozen_parts(target_params, target),
+  }
+  return drafter, params
