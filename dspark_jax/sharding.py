@@ -72,7 +72,11 @@ def _mesh_spec(logical: PartitionSpec, shape: Sequence[int], mesh, rules) -> Par
 
 def param_shardings(config: ModelConfig, params, mesh, rules=LOGICAL_RULES):
   """NamedShardings for a params pytree of `config`."""
-  specs = logical_axes(config)
+  return tree_shardings(logical_axes(config), params, mesh, rules)
+
+
+def tree_shardings(specs, params, mesh, rules=LOGICAL_RULES):
+  """NamedShardings for `params` from a matching pytree of logical PartitionSpecs."""
   return jax.tree.map(
     lambda spec, x: NamedSharding(mesh, _mesh_spec(spec, x.shape, mesh, rules)),
     specs,
@@ -83,6 +87,17 @@ def param_shardings(config: ModelConfig, params, mesh, rules=LOGICAL_RULES):
 
 def shard_params(config: ModelConfig, params, mesh, rules=LOGICAL_RULES):
   return jax.device_put(params, param_shardings(config, params, mesh, rules))
+
+
+def shard_drafter_params(drafter, params, mesh, rules=LOGICAL_RULES):
+  """Shards a drafter's trainable params by the same logical rules as the target's.
+
+  The frozen parts are the target's own arrays and keep the target's sharding (pass sharded
+  target params to `frozen_parts`): sharding them here would copy them.
+  """
+  trainable = params["trainable"]
+  placed = jax.device_put(trainable, tree_shardings(drafter.logical_axes(), trainable, mesh, rules))
+  return {**params, "trainable": placed}
 
 
 def shard_cache(cache: KVCache, mesh, rules=LOGICAL_RULES) -> KVCache:

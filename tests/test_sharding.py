@@ -11,11 +11,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.multidevice
-def test_data_x_tensor_mesh_equals_single_device():
+def run_worker(name: str) -> dict:
+  """Runs tests/<name> in a subprocess (8 simulated devices) and returns its JSON line."""
   env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
-    [sys.executable, str(ROOT / "tests" / "mesh_worker.py")],
+    [sys.executable, str(ROOT / "tests" / name)],
     capture_output=True,
     text=True,
     env=env,
@@ -23,7 +23,12 @@ def test_data_x_tensor_mesh_equals_single_device():
     check=False,
   )
   assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.strip().splitlines()[-1])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.multidevice
+def test_data_x_tensor_mesh_equals_single_device():
+  result = run_worker("mesh_worker.py")
   assert result["devices"] == 8
   assert result["q_proj_spec"] == [None, "tensor", None]
   assert result["logit_diff"] < 1e-5
@@ -35,3 +40,13 @@ def test_make_mesh_checks_device_count():
 
   with pytest.raises(ValueError, match="needs 6 devices"):
     make_mesh(data=2, tensor=3, devices=[object()] * 4)
+
+
+@pytest.mark.multidevice
+def test_dspark_proposal_on_a_mesh_equals_single_device():
+  result = run_worker("drafter_mesh_worker.py")
+  # Drafter weights follow the target's logical rules: heads and vocabulary over "tensor".
+  assert result["q_proj_spec"] == ["None", "tensor", "None"]
+  assert result["markov_w2_spec"] == ["None", "tensor"]
+  assert result["logit_diff"] < 1e-5 and result["confidence_diff"] < 1e-6
+  assert result["tokens_equal"]
