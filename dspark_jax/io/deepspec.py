@@ -187,6 +187,7 @@ def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig, names=f
     kind = "eagle3" if arch == "Qwen3Eagle3Model" else ("dspark" if has_heads else "dflash")
   if kind != "dspark":
     head = "none"
+  width = int(cfg.get("intermediate_size", target.intermediate_size))
   try:
     return DraftConfig(
       kind=kind,
@@ -199,7 +200,7 @@ def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig, names=f
       confidence_head=bool(cfg.get("enable_confidence_head", False)) and kind == "dspark",
       confidence_with_markov=bool(cfg.get("confidence_head_with_markov", True)),
       num_anchors=int(cfg.get("num_anchors", 512)),
-      intermediate_size=int(cfg.get("intermediate_size", target.intermediate_size)),
+      intermediate_size=width if width != target.intermediate_size else None,
     )
   except (ValueError, KeyError) as e:
     raise CheckpointError(f"bad drafter config.json: {e}") from None

@@ -35,9 +35,9 @@ def train_logits(drafter, params, tokens, features, anchor):
   """Teacher-forced logits [G, V] (and confidence logits [G] or None) of the block at anchor."""
   g = drafter.draft_len
   if isinstance(drafter, Eagle3Drafter):
-    steps = drafter.train_forward(params, tokens, features, g)  # [J, B, T, V]
+    steps = jax.jit(drafter.train_forward, static_argnums=3)(params, tokens, features, g)
     return jnp.stack([steps[j, 0, anchor + j] for j in range(g)]), None
-  out = drafter.train_forward(params, tokens, features, jnp.array([[anchor, 2]]))
+  out = jax.jit(drafter.train_forward)(params, tokens, features, jnp.array([[anchor, 2]]))
   conf = None if out.confidence_logits is None else out.confidence_logits[0, 0]
   return out.logits[0, 0], conf
 
@@ -105,7 +105,7 @@ def test_block_sees_only_context_before_its_anchor_and_its_whole_block():
     return drafter.train_forward(params, tokens, features, anchors).logits[0, which].sum()
 
   for which, anchor in enumerate([3, 9]):
-    grad = jax.grad(block_output)(features, which)[0]  # [T, F]
+    grad = jax.jit(jax.grad(block_output), static_argnums=1)(features, which)[0]  # [T, F]
     influence = np.abs(np.asarray(grad)).sum(-1)
     assert np.all(influence[:anchor] > 0), (anchor, influence)  # every earlier context token
     assert np.all(influence[anchor:] == 0), (anchor, influence)  # nothing at/after the anchor
@@ -122,7 +122,7 @@ def test_block_sees_only_context_before_its_anchor_and_its_whole_block():
   hidden = lambda x: model.apply(
     {"params": params["trainable"]}, x, positions, ctx, visible, method=model.block_hidden
   )
-  jac = jax.jacrev(hidden)(x)[0, :, :, :, 0]  # [A, G, D, A, G, D] (batch dims dropped)
+  jac = jax.jit(jax.jacrev(hidden))(x)[0, :, :, :, 0]  # [A, G, D, A, G, D] (batch dims dropped)
   dependence = np.abs(np.asarray(jac)).sum(axis=(2, 5))  # [A, G, A, G]
   for a in range(2):
     assert np.all(dependence[a, :, a, :] > 0)  # bidirectional within the block
