@@ -35,10 +35,18 @@ def _add_generate(sub) -> None:
   p.add_argument(
     "--drafter",
     default="none",
-    choices=("none", "ngram"),
-    help="speculative decoding with this drafter (none = plain decoding)",
+    choices=("none", "ngram", "checkpoint"),
+    help="speculative decoding with this drafter (none = plain decoding; checkpoint = a "
+    "DSpark/DFlash/Eagle3 folder given by --drafter-path)",
   )
-  p.add_argument("--draft-len", type=int, default=4, help="G: draft tokens per round")
+  p.add_argument(
+    "--drafter-path",
+    default=None,
+    help="a drafter folder in DeepSpec format (implies --drafter checkpoint)",
+  )
+  p.add_argument(
+    "--draft-len", type=int, default=4, help="G: draft tokens per round (n-gram drafter)"
+  )
   p.add_argument("--ngram", type=int, default=3, help="longest n-gram the n-gram drafter matches")
 
 
@@ -48,6 +56,10 @@ def _generate(args) -> int:
   from dspark_jax.decoding.sampling import SamplingParams
 
   sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
+  if args.drafter_path is not None:
+    args.drafter = "checkpoint"
+  if args.drafter == "checkpoint" and args.drafter_path is None:
+    raise ValueError("--drafter checkpoint needs --drafter-path FOLDER")
   if args.drafter != "none" and args.draft_len < 1:
     raise ValueError(f"--draft-len must be >= 1, got {args.draft_len}")
   import jax
@@ -91,13 +103,20 @@ def _generate(args) -> int:
     from dspark_jax.decoding.loop import SpecConfig, speculative_generate
     from dspark_jax.drafters.ngram import NgramDrafter
 
-    drafter = NgramDrafter(args.draft_len, model.config.vocab_size, max_ngram=args.ngram)
+    if args.drafter == "checkpoint":
+      from dspark_jax.io.deepspec import load_drafter
+
+      drafter, draft_params = load_drafter(args.drafter_path, model.config, params)
+      name = drafter.config.kind
+    else:
+      drafter = NgramDrafter(args.draft_len, model.config.vocab_size, max_ngram=args.ngram)
+      draft_params, name = None, "ngram"
     spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
     result = speculative_generate(
       params,
       model.config,
       drafter,
-      None,
+      draft_params,
       prompts,
       spec,
       seed=args.seed,
@@ -105,7 +124,7 @@ def _generate(args) -> int:
       progress=bar,
     )
     per_round = (
-      f"; {args.drafter} drafter, G={args.draft_len}: "
+      f"; {name} drafter, G={drafter.draft_len}: "
       f"{result.mean_accepted_length:.2f} tokens per round (bonus included)"
     )
   bar.close()

@@ -32,7 +32,7 @@ from dspark_jax.drafters.base import Proposal, sample_draft
 from dspark_jax.drafters.heads import ConfidenceHead, SequentialHead
 from dspark_jax.drafters.shared import embed, frozen_parts, lm_logits
 from dspark_jax.models.kv_cache import KVCache, write_rows
-from dspark_jax.models.layers import RMSNorm, _param
+from dspark_jax.models.layers import RMSNorm, _param, random_params
 
 
 class BlockModel(nn.Module):
@@ -168,7 +168,7 @@ class DSparkDrafter:
 
   def init_trainable(self, rng: jax.Array):
     """Random trainable params (normal(0.02) matrices, zero biases, unit norms)."""
-    return nn.unbox(self.model.init(rng, *self._init_args())["params"])
+    return random_params(self.trainable_shapes(), rng)
 
   def init_params(self, rng: jax.Array, target_params) -> dict:
     return {

@@ -34,6 +34,7 @@ from dspark_jax.models.layers import (
   apply_rope,
   attend,
   attention_mask,
+  random_params,
   rope_cos_sin,
 )
 
@@ -146,7 +147,7 @@ class Eagle3Drafter:
     return jax.eval_shape(lambda: self.model.init(jax.random.key(0), *self._init_args()))["params"]
 
   def init_trainable(self, rng: jax.Array):
-    return nn.unbox(self.model.init(rng, *self._init_args())["params"])
+    return random_params(self.trainable_shapes(), rng)
 
   def init_params(self, rng: jax.Array, target_params) -> dict:
     return {

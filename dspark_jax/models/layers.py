@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
 from dspark_jax.models.kv_cache import write_rows
@@ -18,6 +19,25 @@ _DEFAULT_INIT = nn.initializers.normal(0.02)
 def _param(module: nn.Module, name: str, shape, axes, init=_DEFAULT_INIT):
   """A float32 parameter annotated with logical axis names (see `dspark_jax.sharding`)."""
   return module.param(name, nn.with_logical_partitioning(init, axes), shape, jnp.float32)
+
+
+def random_params(abstract_params, rng: jax.Array, norm_value: float = 1.0):
+  """Random params shaped like `abstract_params` (a pytree of ShapeDtypeStructs), drawn the way
+  the modules' initializers draw them: N(0, 0.02) matrices, norm scales `norm_value`, zero
+  biases. NumPy draws them because compiling Flax's init costs seconds per model even when tiny
+  (one threefry kernel per parameter), which tests and sweeps pay again and again.
+  """
+  gen = np.random.default_rng(np.asarray(jax.random.key_data(rng)).ravel())
+
+  def draw(path, x):
+    name = str(getattr(path[-1], "key", path[-1]))
+    if name == "scale":
+      return jnp.full(x.shape, norm_value, jnp.float32)
+    if name.endswith("bias"):
+      return jnp.zeros(x.shape, jnp.float32)
+    return jnp.asarray(0.02 * gen.standard_normal(x.shape), jnp.float32)
+
+  return jax.tree_util.tree_map_with_path(draw, abstract_params)
 
 
 class RMSNorm(nn.Module):

@@ -14,7 +14,7 @@ from flax import linen as nn
 
 from dspark_jax.config import ModelConfig
 from dspark_jax.models.kv_cache import KVCache
-from dspark_jax.models.layers import Attention, GatedMLP, RMSNorm, _param
+from dspark_jax.models.layers import Attention, GatedMLP, RMSNorm, _param, random_params
 
 
 class ForwardOutput(NamedTuple):
@@ -148,8 +148,7 @@ def _abstract_variables(config: ModelConfig):
 
 def init_params(config: ModelConfig, rng: jax.Array):
   """Random parameters (normal(0.02) matrices, identity norms) as a plain pytree."""
-  tokens = jnp.zeros((1, 1), jnp.int32)
-  return nn.unbox(Transformer(config).init(rng, tokens, tokens, None)["params"])
+  return random_params(param_shapes(config), rng, 0.0 if config.gemma_style else 1.0)
 
 
 def logical_axes(config: ModelConfig):
