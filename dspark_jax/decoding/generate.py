@@ -227,6 +227,7 @@ def generate(
   seed: int = 0,
   request_ids: Sequence[int] | None = None,
   cache_capacity: int | None = None,
+  prompt_width: int | None = None,
   steps_per_call: int | None = None,
   progress: Any = None,
 ) -> GenerateResult:
@@ -241,6 +242,8 @@ def generate(
     request_ids: per-prompt ids for the randomness (default 0..B-1).
     cache_capacity: KV slots per row (default: longest prompt + max_new_tokens, rounded up to
       a multiple of 64 so nearby sizes share one compiled program).
+    prompt_width: padded prompt length (default: longest prompt rounded up to 16); a fixed
+      width lets batches of different prompt lengths share one compiled program.
     steps_per_call: decode steps per device call (default: all in one call); smaller values let
       `progress` (a tqdm-like object with `update(n)`, counting tokens) advance while decoding.
 
@@ -267,6 +270,13 @@ def generate(
     raise ValueError(f"need one request id per prompt, got {request_ids.shape[0]}")
 
   width = min(round_up(longest, 16), cache_capacity)
+  if prompt_width is not None:
+    if not longest <= prompt_width <= cache_capacity:
+      raise ValueError(
+        f"prompt_width {prompt_width} must hold the longest prompt ({longest}) and fit the "
+        f"cache ({cache_capacity})"
+      )
+    width = prompt_width
   padded = pad_prompts(prompts, width, gen_config.pad_id)
   cache = KVCache.create(model_config, len(prompts), cache_capacity)
   static = dict(model_config=model_config, gen_config=gen_config)

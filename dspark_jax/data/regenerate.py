@@ -1,0 +1,232 @@
+"""Answer regeneration: the target answers each training prompt, resumably, in input order.
+
+The output is JSONL, one line per prompt in input order: index, prompt id, messages, the prompt
+and response token ids, the response text, how it finished ("stop", "length" or "error") and
+the error if any. A sidecar `<out>.meta.json` records the settings and the prompt list's
+fingerprint.
+
+Resuming after a kill at any point: a partial last line is cut off, the file is rolled back to
+the last whole batch, every kept line is checked against the prompt list (index and id), and
+generation continues from there. Batches are fixed slices of the prompt list and every random
+draw is keyed by (seed, prompt index, position), so a resumed run writes exactly the lines an
+uninterrupted run writes: no sample skipped, none duplicated, none changed. (DeepSpec writes in
+completion order and resumes by line count, which can skip or duplicate samples.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dspark_jax.data.prompts import Prompt
+
+
+class RegenerationError(ValueError):
+  """The output file does not belong to this run (other prompts or settings), or is corrupt."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RegenConfig:
+  """DeepSpec's sampling defaults for Qwen3 (T 0.7, top-p 0.8, top-k 20)."""
+
+  max_new_tokens: int = 256
+  # Longer prompts are recorded as errors rather than cut: a truncated question gets an answer
+  # to a different question.
+  max_prompt_tokens: int = 512
+  batch_size: int = 16
+  temperature: float = 0.7
+  top_k: int = 20
+  top_p: float = 0.8
+  seed: int = 42
+
+  def __post_init__(self):
+    for name in ("max_new_tokens", "max_prompt_tokens", "batch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class RegenSummary:
+  written: int  # lines written by this call
+  resumed_from: int  # lines kept from an earlier run
+  errors: int
+  tokens: int
+  seconds: float
+
+
+GenerateBatch = Callable[[Sequence[Sequence[int]], Sequence[int]], list[list[int]]]
+
+
+def fingerprint(prompts: Sequence[Prompt]) -> str:
+  digest = hashlib.sha256()
+  for p in prompts:
+    digest.update(p.id.encode() + b"\0")
+  return digest.hexdigest()[:16]
+
+
+def _meta_path(out: Path) -> Path:
+  return out.with_name(out.name + ".meta.json")
+
+
+def _check_meta(out: Path, meta: dict) -> None:
+  path = _meta_path(out)
+  if path.is_file():
+    old = json.loads(path.read_text())
+    diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+    if diff:
+      raise RegenerationError(
+        f"{out} was written by a run with other settings {diff} (old, new); resume with the "
+        "same settings or write to a new file"
+      )
+  else:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _resume_point(out: Path, prompts: Sequence[Prompt], batch_size: int) -> int:
+  """Validates the existing lines, truncates to the last whole batch, returns its length."""
+  if not out.is_file():
+    return 0
+  data = out.read_bytes()
+  offsets = [0]  # byte offset after each complete line
+  for k, line in enumerate(data.split(b"\n")[:-1]):  # the piece after the last "\n" is partial
+    try:
+      row = json.loads(line)
+    except json.JSONDecodeError:
+      raise RegenerationError(f"{out}: line {k + 1} is not valid JSON") from None
+    if k >= len(prompts) or row.get("index") != k or row.get("id") != prompts[k].id:
+      raise RegenerationError(
+        f"{out}: line {k + 1} (id {row.get('id')!r}) does not match prompt {k} of this run"
+      )
+    offsets.append(offsets[-1] + len(line) + 1)
+  complete = len(offsets) - 1
+  keep = complete if complete == len(prompts) else complete - complete % batch_size
+  with open(out, "r+b") as f:
+    f.truncate(offsets[keep])
+  return keep
+
+
+def regenerate(
+  prompts: Sequence[Prompt],
+  out_path: str | Path,
+  *,
+  encode: Callable[[Prompt], list[int]],
+  decode: Callable[[list[int]], str],
+  generate_batch: GenerateBatch,
+  config: RegenConfig,
+  stop_ids: Sequence[int] = (),
+  pad_prompt: Sequence[int] = (0,),
+  run_info: dict | None = None,
+  progress: bool = True,
+) -> RegenSummary:
+  """Writes (or completes) the regeneration file for `prompts`.
+
+  Args:
+    prompts: the prompts, in output order.
+    out_path: the JSONL file.
+    encode: prompt -> token ids (chat template applied, generation prompt added).
+    decode: response ids -> text.
+    generate_batch: (token prompts, request ids) -> generated ids per prompt; always called with
+      `config.batch_size` prompts (short batches are padded with `pad_prompt`).
+    config: settings; with `run_info` (say, the model name) they must match on resume.
+
+  Raises:
+    RegenerationError: the file belongs to another run or is corrupt.
+  """
+  from tqdm import tqdm
+
+  out = Path(out_path)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  meta = {
+    **dataclasses.asdict(config),
+    **(run_info or {}),
+    "num_prompts": len(prompts),
+    "prompts": fingerprint(prompts),
+  }
+  _check_meta(out, meta)
+  start_index = _resume_point(out, prompts, config.batch_size)
+  bs = config.batch_size
+  errors = tokens = written = 0
+  start = time.perf_counter()
+  bar = tqdm(total=len(prompts), initial=start_index, desc="regenerate", disable=not progress)
+  with open(out, "a", encoding="utf-8") as f:
+    for first in range(start_index, len(prompts), bs):
+      batch = list(prompts[first : first + bs])
+      ids, problems = [], []
+      for p in batch:
+        try:
+          x = encode(p)
+          if not x:
+            raise ValueError("the prompt encodes to no tokens")
+          if len(x) > config.max_prompt_tokens:
+            raise ValueError(
+              f"prompt has {len(x)} tokens, more than max_prompt_tokens={config.max_prompt_tokens}"
+            )
+          problems.append(None)
+        except ValueError as e:
+          x = []
+          problems.append(str(e))
+        ids.append(x)
+      runnable = [x if x else list(pad_prompt) for x in ids]
+      runnable += [list(pad_prompt)] * (bs - len(runnable))
+      request_ids = list(range(first, first + bs))
+      outputs = generate_batch(runnable, request_ids) if any(p is None for p in problems) else []
+      lines = []
+      for j, p in enumerate(batch):
+        row = {"index": first + j, "id": p.id, "messages": p.chat(), "prompt_ids": ids[j]}
+        if problems[j] is not None:
+          row |= {"response_ids": [], "response": "", "finish": "error", "error": problems[j]}
+          errors += 1
+        else:
+          resp = outputs[j]
+          finish = "stop" if resp and resp[-1] in stop_ids else "length"
+          row |= {"response_ids": resp, "response": decode(resp), "finish": finish, "error": None}
+          tokens += len(resp)
+        lines.append(json.dumps(row, ensure_ascii=False))
+      f.write("\n".join(lines) + "\n")
+      f.flush()
+      os.fsync(f.fileno())
+      written += len(batch)
+      bar.update(len(batch))
+  bar.close()
+  return RegenSummary(written, start_index, errors, tokens, time.perf_counter() - start)
+
+
+def read_regenerated(path: str | Path) -> list[dict]:
+  """The complete lines of a regeneration file."""
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for line in f:
+      if line.endswith("\n"):
+        rows.append(json.loads(line))
+  return rows
+
+
+def target_generate_batch(params, model_config, gen_config, max_prompt_tokens: int, seed: int):
+  """A `GenerateBatch` over the target: one fixed prompt width and cache capacity, so every
+  batch runs the same compiled program."""
+  from dspark_jax.decoding.generate import generate, round_up
+
+  width = round_up(max_prompt_tokens, 16)
+  capacity = round_up(width + gen_config.max_new_tokens, 64)
+
+  def run(prompts, request_ids):
+    result = generate(
+      params,
+      model_config,
+      prompts,
+      gen_config,
+      seed=seed,
+      request_ids=request_ids,
+      cache_capacity=capacity,
+      prompt_width=width,
+    )
+    return result.tokens
+
+  return run

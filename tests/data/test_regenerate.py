@@ -1,0 +1,80 @@
+"""Regeneration: input order, per-sample errors, and kill/resume with nothing skipped or doubled."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dspark_jax.data.regenerate import RegenerationError, read_regenerated, regenerate
+from tests.data import regen_worker as worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  out = tmp_path_factory.mktemp("ref") / "regen.jsonl"
+  summary = worker.run(out)
+  return out, summary
+
+
+def test_uninterrupted_run_is_in_input_order_with_errors_recorded(reference):
+  out, summary = reference
+  rows = read_regenerated(out)
+  assert [r["index"] for r in rows] == list(range(22))
+  assert [r["id"] for r in rows] == [p.id for p in worker.prompts()]
+  assert rows[5]["finish"] == "error" and "max_prompt_tokens" in rows[5]["error"]
+  assert summary.errors == 1 and summary.written == 22
+  ok = [r for r in rows if r["finish"] != "error"]
+  assert all(r["response_ids"] and r["finish"] in ("stop", "length") for r in ok)
+  assert all(r["finish"] == "length" or r["response_ids"][-1] in worker.STOP for r in ok)
+  assert len({tuple(r["response_ids"]) for r in ok}) > 15  # sampled, not degenerate
+
+
+def test_killed_run_resumes_to_the_same_file(reference, tmp_path):
+  ref_out, _ = reference
+  out = tmp_path / "regen.jsonl"
+  env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.Popen(
+    [sys.executable, str(ROOT / "tests" / "data" / "regen_worker.py"), str(out), "0.5"], env=env
+  )
+  deadline = time.time() + 300
+  while time.time() < deadline and (not out.is_file() or out.read_text().count("\n") < 8):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  written = out.read_text().count("\n")
+  assert 8 <= written < 22, written  # killed mid-way
+  with open(out, "a") as f:  # and as if the kill had landed in the middle of a line
+    f.write('{"index": 99, "id": "t:')
+  summary = worker.run(out)
+  assert summary.resumed_from % worker.CONFIG.batch_size == 0 and summary.resumed_from >= 8
+  assert out.read_bytes() == ref_out.read_bytes()
+
+
+def test_a_file_from_another_run_is_refused(reference, tmp_path):
+  ref_out, _ = reference
+  out = tmp_path / "regen.jsonl"
+  lines = ref_out.read_text().splitlines()
+  out.write_text("\n".join([lines[1], lines[0]]) + "\n")  # swapped order
+  meta = Path(str(ref_out) + ".meta.json")
+  Path(str(out) + ".meta.json").write_text(meta.read_text())
+  with pytest.raises(RegenerationError, match="does not match prompt 0"):
+    worker.run(out)
+  settings = json.loads(meta.read_text()) | {"seed": 8}
+  Path(str(out) + ".meta.json").write_text(json.dumps(settings))
+  with pytest.raises(RegenerationError, match="other settings"):
+    regenerate(
+      worker.prompts(),
+      out,
+      encode=worker.encode,
+      decode=worker.decode,
+      generate_batch=None,
+      config=worker.CONFIG,
+      run_info={"model": "tiny"},
+    )
