@@ -1,0 +1,125 @@
+"""Target-feature cache: contents equal the online features, resume after a kill, validation."""
+
+import numpy as np
+import pytest
+
+from dspark_jax.data import target_cache as tc
+from tests.tiny import tiny_model
+
+LAYERS = (-1, 0)
+
+
+def samples(n=7):
+  rng = np.random.default_rng(0)
+  out = []
+  for i in range(n):
+    p, r = 3 + i % 4, 2 + (3 * i) % 7
+    tokens = tuple(int(t) for t in rng.integers(0, 64, p + r))
+    out.append(tc.Sample(tokens, (0,) * p + (1,) * r))
+  return out
+
+
+def test_regenerated_rows_become_samples_with_the_response_masked_in():
+  rows = [
+    {"prompt_ids": [1, 2], "response_ids": [5, 6, 2], "finish": "stop"},
+    {"prompt_ids": [1], "response_ids": [], "finish": "error"},
+    {"prompt_ids": [1, 2, 3], "response_ids": [7, 8, 9, 10], "finish": "length"},
+  ]
+  got = tc.samples_from_regenerated(rows, max_len=6)
+  assert got == [
+    tc.Sample((1, 2, 5, 6, 2), (0, 0, 1, 1, 1)),
+    tc.Sample((1, 2, 3, 7, 8, 9), (0, 0, 0, 1, 1, 1)),
+  ]
+
+
+def test_cache_holds_the_online_features_and_resumes(tmp_path, monkeypatch):
+  config, params = tiny_model("qwen3")
+  data = samples()
+  ref = tc.build_cache(
+    tmp_path / "ref",
+    data,
+    params,
+    config,
+    LAYERS,
+    target_name="tiny",
+    batch_size=3,
+    width_multiple=8,
+    progress=False,
+  )
+  assert ref["complete"] and ref["estimated_bytes"] == sum(map(len, (s.tokens for s in data))) * (
+    3 * 32 * 2 + 5
+  )
+  cache = tc.open_cache(tmp_path / "ref", config, params, LAYERS)
+  for i in (0, 4, 6):
+    got = cache.sample(i)
+    feats, hidden = tc.online_features(params, np.asarray([data[i].tokens]), config, LAYERS)
+    np.testing.assert_array_equal(got["input_ids"], data[i].tokens)
+    np.testing.assert_array_equal(got["loss_mask"], data[i].loss_mask)
+    np.testing.assert_array_equal(got["features"], np.asarray(feats[0]))
+    np.testing.assert_array_equal(got["hidden"], np.asarray(hidden[0]))
+
+  # A writer killed after its second chunk (the manifest says 6 samples done), having written
+  # part of its third chunk (garbage after sample 6's offset).
+  real = tc._write_manifest
+
+  def dying(folder, manifest):
+    real(folder, manifest)
+    if manifest["samples_done"] >= 6:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(tc, "_write_manifest", dying)
+  with pytest.raises(KeyboardInterrupt):
+    tc.build_cache(
+      tmp_path / "run",
+      data,
+      params,
+      config,
+      LAYERS,
+      target_name="tiny",
+      batch_size=3,
+      width_multiple=8,
+      progress=False,
+    )
+  monkeypatch.setattr(tc, "_write_manifest", real)
+  lo = ref["offsets"][6]
+  arrays = tc._arrays(tmp_path / "run", ref["offsets"][-1], config, len(LAYERS), create=False)
+  arrays["features"][lo:].write(np.ones_like(arrays["features"][lo:].read().result())).result()
+  with pytest.raises(tc.CacheError, match="incomplete"):
+    tc.open_cache(tmp_path / "run", config, params, LAYERS)
+  resumed = tc.build_cache(
+    tmp_path / "run",
+    data,
+    params,
+    config,
+    LAYERS,
+    target_name="tiny",
+    batch_size=3,
+    width_multiple=8,
+    progress=False,
+  )
+  assert resumed["complete"]
+  run = tc.open_cache(tmp_path / "run", config, params, LAYERS)
+  for i in range(len(data)):
+    a, b = run.sample(i), cache.sample(i)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_cache_validation_errors(tmp_path):
+  config, params = tiny_model("qwen3")
+  data = samples(3)
+  tc.build_cache(tmp_path, data, params, config, LAYERS, target_name="tiny", progress=False)
+  with pytest.raises(tc.CacheError, match="layers"):
+    tc.open_cache(tmp_path, config, params, (0,))
+  other_config, other_params = tiny_model("qwen3", seed=5)
+  with pytest.raises(tc.CacheError, match="another target"):
+    tc.open_cache(tmp_path, other_config, other_params, LAYERS)
+  wide_config, wide_params = tiny_model("qwen3", hidden_size=48)
+  with pytest.raises(tc.CacheError, match="hidden size"):
+    tc.open_cache(tmp_path, wide_config, wide_params, LAYERS)
+  with pytest.raises(tc.CacheError, match="another cache"):
+    tc.build_cache(tmp_path, samples(4), params, config, LAYERS, target_name="tiny", progress=False)
+  with pytest.raises(tc.CacheError, match="no target cache"):
+    tc.open_cache(tmp_path / "none", config, params, LAYERS)
+  with pytest.raises(tc.CacheError, match="more than max_bytes"):
+    tc.build_cache(tmp_path / "big", data, params, config, LAYERS, target_name="t", max_bytes=10)
