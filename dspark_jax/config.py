@@ -180,6 +180,47 @@ class DraftConfig:
     )
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """A drafter training run (DeepSpec's defaults unless noted); see `configs/`."""
+
+  draft: DraftConfig = DraftConfig()
+  target: str = "smollm2-135m"  # bundled name, .gguf file or HF folder
+  regenerated: str = ""  # regeneration JSONL (`dspark-jax regenerate`)
+  feature_cache: str = ""  # tensorstore cache folder; "" = online mode (features in the step)
+  out_dir: str = "runs/drafter"
+  max_seq_len: int = 1024
+  batch_size: int = 8  # sequences per step (global)
+  epochs: float = 10.0
+  max_steps: int = 0  # > 0 stops earlier
+  learning_rate: float = 6e-4
+  warmup_fraction: float = 0.04
+  weight_decay: float = 0.0
+  grad_clip: float = 1.0
+  adam_b1: float = 0.9
+  adam_b2: float = 0.999
+  adam_eps: float = 1e-8
+  anchor_chunk: int = 64  # anchor blocks per loss chunk (memory bound)
+  eagle3_steps: int = 7  # training-time-test steps
+  seed: int = 42
+  log_every: int = 10
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 2
+
+  def __post_init__(self):
+    for name in ("max_seq_len", "batch_size", "anchor_chunk", "eagle3_steps", "log_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    if self.checkpoint_every < 1:
+      raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+    if self.epochs <= 0 and self.max_steps <= 0:
+      raise ValueError("set epochs > 0 or max_steps > 0")
+    if not 0.0 <= self.warmup_fraction < 1.0:
+      raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+    if self.learning_rate <= 0:
+      raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+
+
 def gemma3_layer_windows(num_layers: int, window: int, pattern: int = 6) -> tuple[int | None, ...]:
   """Gemma 3's layout: every `pattern`-th layer is global, the others slide over `window`."""
   return tuple(None if (i + 1) % pattern == 0 else window for i in range(num_layers))

@@ -193,7 +193,26 @@ class DSparkDrafter:
       features_BxTxF: the target's features of every token (the chosen layers' outputs).
       anchors_BxA: anchor positions (0 <= a < T); slot k of a block predicts token a + k + 1.
     """
-    b, t = tokens_BxT.shape
+
+    def run(model):
+      ctx = self.context(model, features_BxTxF)
+      return self.blocks(model, params["frozen"], tokens_BxT, ctx, anchors_BxA)
+
+    return self.bind(params, run)
+
+  def bind(self, params, fn):
+    """Runs fn(model) with the model bound to the trainable params (for training code)."""
+    return nn.apply(fn, self.model)({"params": params["trainable"]})
+
+  def context(self, model, features_BxTxF):
+    """Context keys/values of whole sequences, computed once and shared by every block."""
+    b, t, _ = features_BxTxF.shape
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    return model.context_kv(features_BxTxF, positions)
+
+  def blocks(self, model, frozen, tokens_BxT, ctx, anchors_BxA) -> TrainOutput:
+    """Teacher-forced outputs of the blocks at `anchors_BxA` (call inside `bind`)."""
+    t = tokens_BxT.shape[1]
     g = self.draft_len
     slot_pos = anchors_BxA[..., None] + jnp.arange(g)  # [B, A, G]
     block_tokens = jnp.where(
@@ -201,33 +220,26 @@ class DSparkDrafter:
       jnp.take_along_axis(tokens_BxT, anchors_BxA, 1)[..., None],
       self.config.mask_token_id,
     )
-    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     visible = jnp.arange(t)[None, None, :] < anchors_BxA[..., None]  # strictly before the anchor
     # Teacher forcing: x_{k-1} is the true token at a + k (x_0 = the anchor).
     prev = jnp.take_along_axis(
       tokens_BxT[:, None, :].repeat(anchors_BxA.shape[1], 1), jnp.clip(slot_pos, 0, t - 1), 2
     )
-    frozen = params["frozen"]
+    h = model.block_hidden(embed(frozen, block_tokens, self.target), slot_pos, ctx, visible)
+    base = lm_logits(frozen, h, self.target)
 
-    def run(model):
-      ctx = model.context_kv(features_BxTxF, positions)
-      h = model.block_hidden(embed(frozen, block_tokens, self.target), slot_pos, ctx, visible)
-      base = lm_logits(frozen, h, self.target)
+    def step(state, inputs):
+      h_k, prev_k = inputs
+      bias, conf, state = model.head_step(h_k, prev_k, state)
+      return state, (bias, conf)
 
-      def step(state, inputs):
-        h_k, prev_k = inputs
-        bias, conf, state = model.head_step(h_k, prev_k, state)
-        return state, (bias, conf)
-
-      slots_first = lambda x: jnp.moveaxis(x, 2, 0)
-      _, (bias, conf) = jax.lax.scan(
-        step, model.initial_head_state(prev.shape[:2]), (slots_first(h), slots_first(prev))
-      )
-      logits = base if bias is None else base + jnp.moveaxis(bias, 0, 2)
-      conf = None if conf is None else jnp.moveaxis(conf, 0, 2)
-      return TrainOutput(logits, conf, base)
-
-    return nn.apply(run, self.model)({"params": params["trainable"]})
+    slots_first = lambda x: jnp.moveaxis(x, 2, 0)
+    _, (bias, conf) = jax.lax.scan(
+      step, model.initial_head_state(prev.shape[:2]), (slots_first(h), slots_first(prev))
+    )
+    logits = base if bias is None else base + jnp.moveaxis(bias, 0, 2)
+    conf = None if conf is None else jnp.moveaxis(conf, 0, 2)
+    return TrainOutput(logits, conf, base)
 
   # --- the drafter protocol ----------------------------------------------------------------
   def init_state(self, params, prompt_features, prompt_tokens, prompt_lens, capacity: int):

@@ -187,9 +187,14 @@ class Eagle3Drafter:
     return self.model.apply({"params": params["trainable"]}, features, method=Eagle3Layer.project)
 
   # --- training mode ------------------------------------------------------------------------
-  def train_forward(self, params, tokens_BxT, features_BxTxF, num_steps: int) -> jax.Array:
+  def train_forward(self, params, tokens_BxT, features_BxTxF, num_steps: int, reduce=None):
     """Training-time test: logits [J, B, T, V]; step j at position i predicts x_{i+1} in the
-    round anchored at i - j (teacher-forced tokens)."""
+    round anchored at i - j (teacher-forced tokens).
+
+    With `reduce(j, logits_BxTxV) -> pytree`, returns the sum over steps of its results instead;
+    each step's logits are then recomputed in the backward pass (`jax.checkpoint`), so only one
+    step's [B, T, V] logits are ever alive.
+    """
     b, t = tokens_BxT.shape
     frozen = params["frozen"]
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
@@ -199,7 +204,7 @@ class Eagle3Drafter:
     def run(model):
       emb = embed(frozen, tokens_BxT, self.target)
       hidden = _shift_right(model.project(features_BxTxF))
-      keys, values, all_logits = [], [], []
+      keys, values, results = [], [], []
       for j in range(num_steps):
         q, k, v = model.qkv(emb, hidden, positions)
         keys.append(k)
@@ -210,9 +215,15 @@ class Eagle3Drafter:
           q, jnp.concatenate(keys, 2), jnp.concatenate(values, 2), mask, model.c.scale, None
         )
         out, normed = model.finish(attn, hidden)
-        all_logits.append(lm_logits(frozen, normed, self.target))
+        if reduce is None:
+          results.append(lm_logits(frozen, normed, self.target))
+        else:
+          head = lambda normed, j=j: reduce(j, lm_logits(frozen, normed, self.target))
+          results.append(jax.checkpoint(head)(normed))
         hidden = _shift_right(out)
-      return jnp.stack(all_logits)
+      if reduce is None:
+        return jnp.stack(results)
+      return jax.tree.map(lambda *xs: sum(xs), *results)
 
     return nn.apply(run, self.model)({"params": params["trainable"]})
 

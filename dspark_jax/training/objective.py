@@ -1,0 +1,110 @@
+"""The training objective of each drafter over a batch of sequences, memory-bounded.
+
+DSpark/DFlash: anchors are sampled per sequence (candidates: the anchor and its next token are
+both in the loss mask; up to N, uniformly without replacement), the context keys/values are
+computed once, and the blocks are processed in chunks of anchors under `jax.checkpoint`: a
+chunk's [B, C, G, V] draft and target logits exist only while that chunk is computed, in the
+forward and again in the backward pass, so the [B, A, G, V] float32 tensors of all anchors are
+never alive at once. Eagle3: the training-time test with each step's logits checkpointed.
+
+A batch is a dict of arrays: tokens [B, T] int32, loss_mask [B, T], features [B, T, m*D] and
+hidden [B, T, D] (the target's final-normed hidden states; its logits are recomputed from them
+through the frozen LM head).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dspark_jax.drafters.dspark import anchor_candidates, supervised_slots
+from dspark_jax.drafters.shared import lm_logits
+from dspark_jax.training import losses
+
+
+def sample_anchors(rng: jax.Array, loss_mask_BxT: jax.Array, num_anchors: int):
+  """(anchors [B, N], valid [B, N]): up to N candidate positions per row, uniformly without
+  replacement (the N largest of i.i.d. uniform scores), sorted by position."""
+  cand = anchor_candidates(loss_mask_BxT)
+  n = min(num_anchors, cand.shape[1])
+  score = jnp.where(cand, jax.random.uniform(rng, cand.shape), -1.0)
+  top, idx = jax.lax.top_k(score, n)
+  valid = top >= 0.0
+  # Invalid picks go last (position T) before sorting, then back to a harmless 0.
+  order = jnp.sort(jnp.where(valid, idx, cand.shape[1]), axis=1)
+  valid = order < cand.shape[1]
+  return jnp.where(valid, order, 0).astype(jnp.int32), valid
+
+
+def block_terms(drafter, params, batch, anchors_BxA, valid_BxA, anchor_chunk: int):
+  """Summed `losses.SlotTerms` of every anchor block, `anchor_chunk` anchors at a time."""
+  tokens, hidden = batch["tokens"], batch["hidden"]
+  b, t = tokens.shape
+  a = anchors_BxA.shape[1]
+  g = drafter.draft_len
+  c = min(anchor_chunk, a)
+  pad = -a % c
+  anchors = jnp.pad(anchors_BxA, ((0, 0), (0, pad)))
+  valid = jnp.pad(valid_BxA, ((0, 0), (0, pad)))
+  supervised = supervised_slots(anchors, batch["loss_mask"], g) & valid[..., None]
+  slot_pos = anchors[..., None] + jnp.arange(g)  # [B, A, G]
+  labels = jnp.take_along_axis(
+    tokens[:, None, :].repeat(anchors.shape[1], 1), jnp.clip(slot_pos + 1, 0, t - 1), 2
+  )
+  chunks = lambda x: jnp.moveaxis(x.reshape(b, -1, c, *x.shape[2:]), 1, 0)  # [n, B, C, ...]
+  frozen = params["frozen"]
+
+  def run(model):
+    ctx = drafter.context(model, batch["features"])
+
+    @jax.checkpoint
+    def chunk_terms(anchors_c, supervised_c, labels_c, pos_c):
+      out = drafter.blocks(model, frozen, tokens, ctx, anchors_c)
+      rows = jnp.arange(b)[:, None, None]
+      target_h = hidden[rows, jnp.clip(pos_c, 0, t - 1)].astype(jnp.float32)
+      target_logits = jax.lax.stop_gradient(lm_logits(frozen, target_h, drafter.target))
+      return losses.slot_terms(
+        out.logits, target_logits, labels_c, supervised_c, out.confidence_logits
+      )
+
+    def body(total, xs):
+      return losses.add_terms(total, chunk_terms(*xs)), None
+
+    zero = jax.tree.map(
+      jnp.zeros_like,
+      jax.eval_shape(
+        chunk_terms, *(x[0] for x in map(chunks, (anchors, supervised, labels, slot_pos)))
+      ),
+    )
+    total, _ = jax.lax.scan(body, zero, tuple(map(chunks, (anchors, supervised, labels, slot_pos))))
+    return total
+
+  return drafter.bind(params, run)
+
+
+def dspark_objective(drafter, params, batch, rng, *, num_anchors: int, anchor_chunk: int):
+  """(loss, LossReport) of DSpark (or DFlash: CE only) on a batch."""
+  anchors, valid = sample_anchors(rng, batch["loss_mask"], num_anchors)
+  terms = block_terms(drafter, params, batch, anchors, valid, anchor_chunk)
+  report = losses.dspark_loss(terms, drafter.config.kind)
+  return report.loss, report
+
+
+def eagle3_objective(drafter, params, batch, num_steps: int):
+  """(loss, per-step soft CE) of Eagle3's training-time test on a batch."""
+  hidden = batch["hidden"]
+  valid = losses.eagle3_valid(batch["loss_mask"], num_steps).astype(jnp.float32)
+
+  def reduce(j, logits_BxTxV):
+    # Recomputed per step (inside the step's checkpoint): one [B, T, V] at a time.
+    target = lm_logits(params["frozen"], hidden.astype(jnp.float32), drafter.target)
+    p_t = jax.lax.stop_gradient(jax.nn.softmax(target, axis=-1))
+    soft_ce = -jnp.sum(p_t * jax.nn.log_softmax(logits_BxTxV, axis=-1), axis=-1)
+    per_step = (soft_ce * valid[j]).sum() / jnp.maximum(valid[j].sum(), 1.0)
+    return jnp.zeros((num_steps,)).at[j].set(per_step)
+
+  per_step = drafter.train_forward(
+    params, batch["tokens"], batch["features"], num_steps, reduce=reduce
+  )
+  decay = losses.EAGLE3_STEP_DECAY ** jnp.arange(num_steps, dtype=jnp.float32)
+  return jnp.sum(decay * per_step), per_step

@@ -1,0 +1,260 @@
+"""The drafter training loop: data order, jitted step, orbax checkpoints, metrics, resume.
+
+Everything a step depends on is a function of the step number and the seed: the batch (a seeded
+permutation per epoch over the samples), the anchor RNG (fold_in(seed, step)) and the learning
+rate. A checkpoint holds the trainable params, the optimizer state and a JSON record of the step,
+seed and data position, so a run killed at any point and restarted continues with exactly the
+losses an uninterrupted run produces. Metrics go to `metrics.jsonl` (and TensorBoard when
+tensorboardX is installed); lines past the restored step are dropped on resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import optax
+
+from dspark_jax.config import ModelConfig, TrainConfig
+from dspark_jax.data.target_cache import Sample, TargetCache, online_features
+from dspark_jax.training.objective import dspark_objective, eagle3_objective
+
+
+class TrainingError(ValueError):
+  """The run folder belongs to another configuration, or the data cannot feed this drafter."""
+
+
+def make_optimizer(config: TrainConfig, total_steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warmup and cosine decay to 0, after global-norm clipping."""
+  warmup = max(1, int(round(config.warmup_fraction * total_steps)))
+  schedule = optax.warmup_cosine_decay_schedule(
+    0.0, config.learning_rate, warmup, max(total_steps, warmup + 1), end_value=0.0
+  )
+  return optax.chain(
+    optax.clip_by_global_norm(config.grad_clip),
+    optax.adamw(
+      schedule, config.adam_b1, config.adam_b2, config.adam_eps, weight_decay=config.weight_decay
+    ),
+  )
+
+
+def total_steps(config: TrainConfig, num_samples: int) -> int:
+  per_epoch = max(1, num_samples // config.batch_size)
+  steps = int(math.ceil(config.epochs * per_epoch)) if config.epochs > 0 else config.max_steps
+  return min(steps, config.max_steps) if config.max_steps > 0 else steps
+
+
+def batch_indices(
+  step: int, num_samples: int, batch_size: int, seed: int
+) -> tuple[np.ndarray, int]:
+  """(sample indices of the step's batch, epoch): full batches of a seeded per-epoch order."""
+  per_epoch = max(1, num_samples // batch_size)
+  epoch, k = divmod(step, per_epoch)
+  order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+  return order[k * batch_size : (k + 1) * batch_size], epoch
+
+
+def host_batch(samples, cache: TargetCache | None, indices, max_len: int) -> dict[str, np.ndarray]:
+  """Fixed-shape [B, max_len] arrays (right-padded, mask 0 on padding) for one step."""
+  b = len(indices)
+  tokens = np.zeros((b, max_len), np.int32)
+  mask = np.zeros((b, max_len), np.int32)
+  out: dict[str, Any] = {"tokens": tokens, "loss_mask": mask}
+  for r, i in enumerate(indices):
+    if cache is None:
+      s: Sample = samples[i]
+      n = min(len(s.tokens), max_len)
+      tokens[r, :n] = s.tokens[:n]
+      mask[r, :n] = s.loss_mask[:n]
+      continue
+    row = cache.sample(int(i))
+    n = min(len(row["input_ids"]), max_len)
+    tokens[r, :n] = row["input_ids"][:n]
+    mask[r, :n] = row["loss_mask"][:n]
+    for name in ("features", "hidden"):
+      if name not in out:
+        out[name] = np.zeros((b, max_len, row[name].shape[1]), row[name].dtype)
+      out[name][r, :n] = row[name][:n]
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StepFn:
+  """The jitted train step of one drafter and target (static, hashable)."""
+
+  drafter: Any
+  target: ModelConfig
+  config: TrainConfig
+  online: bool
+
+  def loss(self, trainable, frozen, target_params, batch, rng):
+    if self.online:
+      feats, hidden = online_features(
+        target_params, batch["tokens"], self.target, self.drafter.feature_layers
+      )
+      batch = {**batch, "features": feats, "hidden": hidden}
+    params = {"trainable": trainable, "frozen": frozen}
+    if self.drafter.config.kind == "eagle3":
+      loss, per_step = eagle3_objective(self.drafter, params, batch, self.config.eagle3_steps)
+      return loss, {"loss": loss, "step_ce": per_step}
+    loss, report = dspark_objective(
+      self.drafter,
+      params,
+      batch,
+      rng,
+      num_anchors=self.drafter.config.num_anchors,
+      anchor_chunk=self.config.anchor_chunk,
+    )
+    return loss, report._asdict()
+
+
+def _train_step(fn: StepFn, optimizer, trainable, opt_state, frozen, target_params, batch, rng):
+  (_, metrics), grads = jax.value_and_grad(fn.loss, has_aux=True)(
+    trainable, frozen, target_params, batch, rng
+  )
+  updates, opt_state = optimizer.update(grads, opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  metrics = {**metrics, "grad_norm": optax.global_norm(grads)}
+  return trainable, opt_state, metrics
+
+
+def _to_json(metrics) -> dict:
+  out = {}
+  for k, v in metrics.items():
+    v = np.asarray(v)
+    out[k] = float(v) if v.ndim == 0 else [float(x) for x in v.ravel()]
+  return out
+
+
+def train(
+  config: TrainConfig,
+  drafter,
+  target_config: ModelConfig,
+  target_params,
+  *,
+  samples=None,
+  cache: TargetCache | None = None,
+  init_trainable=None,
+  stop_after: int | None = None,
+  progress: bool = True,
+) -> dict:
+  """Trains (or resumes) a drafter; returns the final params and the last metrics.
+
+  Args:
+    samples: training samples (online mode); or `cache` (offline mode) with their features.
+    init_trainable: starting trainable params (default: random from the seed).
+    stop_after: stop after this many steps of this call (to simulate a kill in tests).
+  """
+  import orbax.checkpoint as ocp
+  from tqdm import tqdm
+
+  if (samples is None) == (cache is None):
+    raise TrainingError("give either samples (online features) or a target cache")
+  num = len(samples) if samples is not None else cache.num_samples
+  if num < config.batch_size:
+    raise TrainingError(f"{num} samples cannot fill one batch of {config.batch_size}")
+  out = Path(config.out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  saved_config = out / "train_config.json"
+  record = json.dumps(dataclasses.asdict(config), sort_keys=True, default=str)
+  if saved_config.is_file() and saved_config.read_text() != record:
+    raise TrainingError(f"{out} holds a run with another config; use a new out_dir")
+  saved_config.write_text(record)
+
+  steps = total_steps(config, num)
+  optimizer = make_optimizer(config, steps)
+  frozen = drafter.init_params(jax.random.key(config.seed), target_params)["frozen"]
+  trainable = init_trainable
+  if trainable is None:
+    trainable = drafter.init_trainable(jax.random.key(config.seed))
+  opt_state = optimizer.init(trainable)
+  fn = StepFn(drafter, target_config, config, online=cache is None)
+  step_jit = jax.jit(_train_step, static_argnums=(0, 1), donate_argnums=(2, 3))
+
+  manager = ocp.CheckpointManager(
+    (out / "checkpoints").absolute(),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=config.keep_checkpoints, enable_async_checkpointing=False
+    ),
+  )
+  start = 0
+  if manager.latest_step() is not None:
+    start = manager.latest_step()
+    abstract = jax.tree.map(
+      ocp.utils.to_shape_dtype_struct, {"trainable": trainable, "opt": opt_state}
+    )
+    restored = manager.restore(
+      start,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), position=ocp.args.JsonRestore()
+      ),
+    )
+    trainable, opt_state = restored["state"]["trainable"], restored["state"]["opt"]
+    if restored["position"]["seed"] != config.seed:
+      raise TrainingError("checkpoint seed differs from the config's")
+
+  metrics_file = out / "metrics.jsonl"
+  if metrics_file.is_file():  # drop lines written after the restored checkpoint
+    kept = [ln for ln in metrics_file.read_text().splitlines() if json.loads(ln)["step"] <= start]
+    metrics_file.write_text("".join(line + "\n" for line in kept))
+  writer = _tensorboard(out)
+
+  def save(step):
+    _, epoch = batch_indices(step, num, config.batch_size, config.seed)
+    position = {"step": step, "seed": config.seed, "epoch": epoch}
+    manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave({"trainable": trainable, "opt": opt_state}),
+        position=ocp.args.JsonSave(position),
+      ),
+      force=True,
+    )
+
+  end = steps if stop_after is None else min(steps, start + stop_after)
+  bar = tqdm(total=steps, initial=start, desc=f"train {drafter.config.kind}", disable=not progress)
+  last = {}
+  t0 = time.perf_counter()
+  with open(metrics_file, "a") as log:
+    for step in range(start, end):
+      indices, epoch = batch_indices(step, num, config.batch_size, config.seed)
+      batch = host_batch(samples, cache, indices, config.max_seq_len)
+      rng = jax.random.fold_in(jax.random.key(config.seed), step)
+      trainable, opt_state, metrics = step_jit(
+        fn, optimizer, trainable, opt_state, frozen, target_params, batch, rng
+      )
+      if (step + 1) % config.log_every == 0 or step + 1 == end:
+        last = {"step": step + 1, "epoch": epoch, **_to_json(metrics)}
+        last["seconds"] = time.perf_counter() - t0
+        log.write(json.dumps(last) + "\n")
+        log.flush()
+        if writer is not None:
+          for k, v in last.items():
+            if isinstance(v, float):
+              writer.add_scalar(k, v, step + 1)
+        bar.set_postfix(loss=f"{last['loss']:.3f}")
+      if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
+        save(step + 1)
+      bar.update(1)
+  bar.close()
+  manager.wait_until_finished()
+  return {"trainable": trainable, "frozen": frozen, "metrics": last, "steps": end}
+
+
+def _tensorboard(out: Path):
+  try:
+    from tensorboardX import SummaryWriter
+  except ImportError:
+    return None
+  return SummaryWriter(str(out / "tensorboard"))
+
+
+def read_metrics(out_dir: str | Path) -> list[dict]:
+  path = Path(out_dir) / "metrics.jsonl"
+  return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []

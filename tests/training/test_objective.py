@@ -1,0 +1,98 @@
+"""Training objectives: anchor sampling rules, chunked == unchunked (values and gradients)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dspark_jax.data.target_cache import online_features
+from dspark_jax.drafters.dspark import supervised_slots
+from dspark_jax.drafters.shared import lm_logits
+from dspark_jax.training import losses
+from dspark_jax.training.objective import (
+  block_terms,
+  dspark_objective,
+  eagle3_objective,
+  sample_anchors,
+)
+from tests.tiny import tiny_model
+from tests.tiny_drafters import random_drafter
+
+T = 14
+
+
+def batch_for(config, params, drafter, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(0, config.vocab_size, (2, T)).astype(np.int32)
+  mask = np.zeros((2, T), np.int32)
+  mask[0, 4:] = 1
+  mask[1, 2:11] = 1
+  feats, hidden = online_features(params, tokens, config, drafter.feature_layers)
+  return {"tokens": tokens, "loss_mask": mask, "features": feats, "hidden": hidden}
+
+
+def test_anchor_sampling_follows_the_rules():
+  mask = jnp.array([[0, 0, 1, 1, 1, 1, 0, 1], [0, 0, 0, 0, 0, 0, 1, 1]])
+  candidates = [{2, 3, 4}, {6}]  # anchor and next token both in the mask
+  seen = [set(), set()]
+  for s in range(30):
+    anchors, valid = sample_anchors(jax.random.key(s), mask, 2)
+    for r in range(2):
+      picked = [int(a) for a, v in zip(anchors[r], valid[r], strict=True) if v]
+      assert len(picked) == min(2, len(candidates[r])) and len(set(picked)) == len(picked)
+      assert set(picked) <= candidates[r] and picked == sorted(picked)
+      seen[r] |= set(picked)
+  assert seen == candidates  # every candidate gets drawn
+
+
+def test_chunked_terms_and_gradients_equal_unchunked():
+  config, params = tiny_model("qwen3", num_layers=3)
+  drafter, dparams = random_drafter("dspark-rnn", config, params)
+  batch = batch_for(config, params, drafter)
+  anchors, valid = sample_anchors(jax.random.key(0), batch["loss_mask"], 6)
+
+  def loss(trainable, chunk):
+    terms = block_terms(drafter, {**dparams, "trainable": trainable}, batch, anchors, valid, chunk)
+    return losses.dspark_loss(terms).loss
+
+  whole, g_whole = jax.value_and_grad(loss)(dparams["trainable"], 6)
+  parts, g_parts = jax.value_and_grad(loss)(dparams["trainable"], 4)  # 2 chunks, one padded
+  np.testing.assert_allclose(parts, whole, rtol=1e-6)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g_parts, g_whole
+  )
+
+
+def test_dspark_objective_equals_the_loss_of_train_forward_logits():
+  config, params = tiny_model("llama", num_layers=3)
+  drafter, dparams = random_drafter("dspark-markov", config, params)
+  batch = batch_for(config, params, drafter, seed=1)
+  rng = jax.random.key(3)
+  loss, report = dspark_objective(drafter, dparams, batch, rng, num_anchors=5, anchor_chunk=2)
+  anchors, valid = sample_anchors(rng, batch["loss_mask"], 5)
+  out = drafter.train_forward(dparams, batch["tokens"], batch["features"], anchors)
+  g = drafter.draft_len
+  pos = np.clip(np.asarray(anchors)[..., None] + np.arange(g), 0, T - 1)
+  rows = np.arange(2)[:, None, None]
+  target = lm_logits(dparams["frozen"], batch["hidden"].astype(jnp.float32)[rows, pos], config)
+  labels = batch["tokens"][rows, np.clip(pos + 1, 0, T - 1)]
+  sup = supervised_slots(anchors, batch["loss_mask"], g) & valid[..., None]
+  want = losses.dspark_loss(
+    losses.slot_terms(out.logits, target, labels, sup, out.confidence_logits)
+  )
+  np.testing.assert_allclose(loss, want.loss, rtol=1e-5)
+  np.testing.assert_allclose(report.soft_accept, want.soft_accept, rtol=1e-5)
+
+
+def test_eagle3_objective_equals_the_loss_of_its_step_logits():
+  config, params = tiny_model("llama", num_layers=3)
+  drafter, dparams = random_drafter("eagle3", config, params)
+  batch = batch_for(config, params, drafter, seed=2)
+  loss, per_step = eagle3_objective(drafter, dparams, batch, 3)
+  steps = drafter.train_forward(dparams, batch["tokens"], batch["features"], 3)
+  target = lm_logits(dparams["frozen"], batch["hidden"].astype(jnp.float32), config)
+  valid = losses.eagle3_valid(jnp.asarray(batch["loss_mask"]), 3)
+  np.testing.assert_allclose(loss, losses.eagle3_loss(steps, target, valid), rtol=1e-5)
+  grads = jax.grad(lambda tr: eagle3_objective(drafter, {**dparams, "trainable": tr}, batch, 3)[0])(
+    dparams["trainable"]
+  )
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(grads))

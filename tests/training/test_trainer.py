@@ -1,0 +1,100 @@
+"""Training: a killed run resumes to the uninterrupted losses; cache and online modes agree."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from dspark_jax.config import TrainConfig
+from dspark_jax.data import target_cache as tc
+from dspark_jax.training import trainer
+from tests.tiny import tiny_model
+from tests.tiny_drafters import make_drafter
+
+
+def setup(tmp_path, kind="dspark-markov", **overrides):
+  config, params = tiny_model("qwen3", num_layers=3)
+  drafter = make_drafter(kind, config, num_anchors=6)
+  rng = np.random.default_rng(0)
+  samples = []
+  for i in range(12):
+    p, r = 3 + i % 3, 6 + i % 5
+    tokens = tuple(int(t) for t in rng.integers(0, 64, p + r))
+    samples.append(tc.Sample(tokens, (0,) * p + (1,) * r))
+  train_config = TrainConfig(
+    draft=drafter.config,
+    out_dir=str(tmp_path / "run"),
+    max_seq_len=16,
+    batch_size=4,
+    epochs=2.0,
+    anchor_chunk=4,
+    log_every=1,
+    checkpoint_every=2,
+    learning_rate=3e-3,
+    eagle3_steps=3,
+    **overrides,
+  )
+  return config, params, drafter, samples, train_config
+
+
+def losses_of(out_dir):
+  return [(m["step"], m["loss"]) for m in trainer.read_metrics(out_dir)]
+
+
+@pytest.mark.parametrize("kind", ["dspark-markov", "eagle3"])
+def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypatch, kind):
+  config, params, drafter, samples, tcfg = setup(tmp_path, kind)
+  ref_cfg = dataclasses.replace(tcfg, out_dir=str(tmp_path / "ref"))
+  ref = trainer.train(ref_cfg, drafter, config, params, samples=samples, progress=False)
+  want = losses_of(ref_cfg.out_dir)
+  assert [s for s, _ in want] == list(range(1, 7)) and ref["steps"] == 6
+  assert want[-1][1] < want[0][1]  # it learns
+
+  real = trainer.host_batch
+  calls = {"n": 0}
+
+  def crash_on_fifth(*args):
+    calls["n"] += 1
+    if calls["n"] == 5:  # step 5: after checkpoint 4 and after metrics of steps 1-4
+      raise KeyboardInterrupt("killed")
+    return real(*args)
+
+  monkeypatch.setattr(trainer, "host_batch", crash_on_fifth)
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+  monkeypatch.setattr(trainer, "host_batch", real)
+  trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+  assert losses_of(tcfg.out_dir) == want
+
+
+def test_cache_mode_equals_online_mode(tmp_path):
+  config, params, drafter, samples, tcfg = setup(tmp_path)
+  tcfg = dataclasses.replace(tcfg, epochs=1.0)
+  online = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+  tc.build_cache(
+    tmp_path / "cache",
+    samples,
+    params,
+    config,
+    drafter.feature_layers,
+    target_name="tiny",
+    progress=False,
+  )
+  cache = tc.open_cache(tmp_path / "cache", config, params, drafter.feature_layers)
+  offline_cfg = dataclasses.replace(tcfg, out_dir=str(tmp_path / "offline"))
+  offline = trainer.train(offline_cfg, drafter, config, params, cache=cache, progress=False)
+  np.testing.assert_allclose(
+    [loss for _, loss in losses_of(offline_cfg.out_dir)],
+    [loss for _, loss in losses_of(tcfg.out_dir)],
+    rtol=1e-5,
+  )
+  assert online["steps"] == offline["steps"] == 3
+
+
+def test_a_run_folder_with_another_config_is_refused(tmp_path):
+  config, params, drafter, samples, tcfg = setup(tmp_path)
+  trainer.train(
+    dataclasses.replace(tcfg, max_steps=1), drafter, config, params, samples=samples, progress=False
+  )
+  with pytest.raises(trainer.TrainingError, match="another config"):
+    trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
