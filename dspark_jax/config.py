@@ -271,3 +271,37 @@ def _override_one(config: Any, path: list[str], text: str) -> Any:
   if len(path) > 1:
     return dataclasses.replace(config, **{head: _override_one(current, path[1:], text)})
   return dataclasses.replace(config, **{head: _parse_value(text, current)})
+
+
+def load_config_file(path: str, assignments: list[str]) -> Any:
+  """`get_config(**kwargs)` of a Python config file, then `key=value` overrides.
+
+  Assignments whose key is a parameter of `get_config` (say `drafter=dflash`, `variant=smoke`)
+  choose the config; the others override its fields (`batch_size=4`, `draft.num_layers=3`).
+
+  Raises:
+    ValueError: a missing file, no `get_config`, or a malformed/unknown assignment.
+  """
+  import importlib.util
+  import inspect
+  from pathlib import Path
+
+  file = Path(path)
+  if not file.is_file():
+    raise ValueError(f"config file {path} does not exist")
+  spec = importlib.util.spec_from_file_location(f"_dspark_config_{file.stem}", file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path} has no get_config()")
+  names = set(inspect.signature(module.get_config).parameters)
+  chosen, rest = {}, []
+  for item in assignments:
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ValueError(f"override {item!r} is not of the form key=value")
+    if key in names:
+      chosen[key] = value
+    else:
+      rest.append(item)
+  return override(module.get_config(**chosen), rest)
