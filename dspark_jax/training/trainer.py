@@ -86,12 +86,17 @@ def host_batch(samples, cache: TargetCache | None, indices, max_len: int) -> dic
 
 @dataclasses.dataclass(frozen=True)
 class StepFn:
-  """The jitted train step of one drafter and target (static, hashable)."""
+  """What the jitted train step depends on (static, hashable): equal runs share one compile."""
 
   drafter: Any
   target: ModelConfig
-  config: TrainConfig
+  config: TrainConfig  # with the fields that do not enter the step blanked (see `step_fn`)
   online: bool
+  total_steps: int
+
+  @property
+  def optimizer(self) -> optax.GradientTransformation:
+    return make_optimizer(self.config, self.total_steps)
 
   def loss(self, trainable, frozen, target_params, batch, rng):
     if self.online:
@@ -114,14 +119,23 @@ class StepFn:
     return loss, report._asdict()
 
 
-def _train_step(fn: StepFn, optimizer, trainable, opt_state, frozen, target_params, batch, rng):
+def step_fn(drafter, target: ModelConfig, config: TrainConfig, online: bool, steps: int):
+  bookkeeping = dict(out_dir="", log_every=1, checkpoint_every=1, keep_checkpoints=1)
+  return StepFn(drafter, target, dataclasses.replace(config, **bookkeeping), online, steps)
+
+
+def _train_step(fn: StepFn, trainable, opt_state, frozen, target_params, batch, rng):
   (_, metrics), grads = jax.value_and_grad(fn.loss, has_aux=True)(
     trainable, frozen, target_params, batch, rng
   )
-  updates, opt_state = optimizer.update(grads, opt_state, trainable)
+  updates, opt_state = fn.optimizer.update(grads, opt_state, trainable)
   trainable = optax.apply_updates(trainable, updates)
-  metrics = {**metrics, "grad_norm": optax.global_norm(grads)}
+  metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
   return trainable, opt_state, metrics
+
+
+# Module level, so runs with equal StepFn (a resumed run, say) reuse the compiled step.
+_train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2))
 
 
 def _to_json(metrics) -> dict:
@@ -168,14 +182,12 @@ def train(
   saved_config.write_text(record)
 
   steps = total_steps(config, num)
-  optimizer = make_optimizer(config, steps)
+  fn = step_fn(drafter, target_config, config, cache is None, steps)
   frozen = drafter.init_params(jax.random.key(config.seed), target_params)["frozen"]
   trainable = init_trainable
   if trainable is None:
     trainable = drafter.init_trainable(jax.random.key(config.seed))
-  opt_state = optimizer.init(trainable)
-  fn = StepFn(drafter, target_config, config, online=cache is None)
-  step_jit = jax.jit(_train_step, static_argnums=(0, 1), donate_argnums=(2, 3))
+  opt_state = fn.optimizer.init(trainable)
 
   manager = ocp.CheckpointManager(
     (out / "checkpoints").absolute(),
@@ -226,8 +238,8 @@ def train(
       indices, epoch = batch_indices(step, num, config.batch_size, config.seed)
       batch = host_batch(samples, cache, indices, config.max_seq_len)
       rng = jax.random.fold_in(jax.random.key(config.seed), step)
-      trainable, opt_state, metrics = step_jit(
-        fn, optimizer, trainable, opt_state, frozen, target_params, batch, rng
+      trainable, opt_state, metrics = _train_step_jit(
+        fn, trainable, opt_state, frozen, target_params, batch, rng
       )
       if (step + 1) % config.log_every == 0 or step + 1 == end:
         last = {"step": step + 1, "epoch": epoch, **_to_json(metrics)}

@@ -18,6 +18,7 @@ from tests.tiny import tiny_model
 from tests.tiny_drafters import random_drafter
 
 T = 14
+SMALL = {"num_layers": 1, "target_layer_ids": (-1, 0)}  # small graphs compile fast
 
 
 def batch_for(config, params, drafter, seed=0):
@@ -45,8 +46,8 @@ def test_anchor_sampling_follows_the_rules():
 
 
 def test_chunked_terms_and_gradients_equal_unchunked():
-  config, params = tiny_model("qwen3", num_layers=3)
-  drafter, dparams = random_drafter("dspark-rnn", config, params)
+  config, params = tiny_model("qwen3")
+  drafter, dparams = random_drafter("dspark-gated", config, params, **SMALL)
   batch = batch_for(config, params, drafter)
   anchors, valid = sample_anchors(jax.random.key(0), batch["loss_mask"], 6)
 
@@ -54,8 +55,9 @@ def test_chunked_terms_and_gradients_equal_unchunked():
     terms = block_terms(drafter, {**dparams, "trainable": trainable}, batch, anchors, valid, chunk)
     return losses.dspark_loss(terms).loss
 
-  whole, g_whole = jax.value_and_grad(loss)(dparams["trainable"], 6)
-  parts, g_parts = jax.value_and_grad(loss)(dparams["trainable"], 4)  # 2 chunks, one padded
+  value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+  whole, g_whole = value_and_grad(dparams["trainable"], 6)
+  parts, g_parts = value_and_grad(dparams["trainable"], 4)  # 2 chunks, one padded
   np.testing.assert_allclose(parts, whole, rtol=1e-6)
   jax.tree.map(
     lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g_parts, g_whole
@@ -63,13 +65,16 @@ def test_chunked_terms_and_gradients_equal_unchunked():
 
 
 def test_dspark_objective_equals_the_loss_of_train_forward_logits():
-  config, params = tiny_model("llama", num_layers=3)
-  drafter, dparams = random_drafter("dspark-markov", config, params)
+  config, params = tiny_model("llama")
+  drafter, dparams = random_drafter("dspark-markov", config, params, **SMALL)
   batch = batch_for(config, params, drafter, seed=1)
   rng = jax.random.key(3)
-  loss, report = dspark_objective(drafter, dparams, batch, rng, num_anchors=5, anchor_chunk=2)
+  objective = jax.jit(
+    lambda p, b, r: dspark_objective(drafter, p, b, r, num_anchors=5, anchor_chunk=2)
+  )
+  loss, report = objective(dparams, batch, rng)
   anchors, valid = sample_anchors(rng, batch["loss_mask"], 5)
-  out = drafter.train_forward(dparams, batch["tokens"], batch["features"], anchors)
+  out = jax.jit(drafter.train_forward)(dparams, batch["tokens"], batch["features"], anchors)
   g = drafter.draft_len
   pos = np.clip(np.asarray(anchors)[..., None] + np.arange(g), 0, T - 1)
   rows = np.arange(2)[:, None, None]
@@ -84,15 +89,18 @@ def test_dspark_objective_equals_the_loss_of_train_forward_logits():
 
 
 def test_eagle3_objective_equals_the_loss_of_its_step_logits():
-  config, params = tiny_model("llama", num_layers=3)
-  drafter, dparams = random_drafter("eagle3", config, params)
+  config, params = tiny_model("llama")
+  drafter, dparams = random_drafter("eagle3", config, params, target_layer_ids=(-1, 0))
   batch = batch_for(config, params, drafter, seed=2)
-  loss, per_step = eagle3_objective(drafter, dparams, batch, 3)
-  steps = drafter.train_forward(dparams, batch["tokens"], batch["features"], 3)
+  objective = jax.jit(lambda p, b: eagle3_objective(drafter, p, b, 3))
+  loss, per_step = objective(dparams, batch)
+  steps = jax.jit(drafter.train_forward, static_argnums=3)(
+    dparams, batch["tokens"], batch["features"], 3
+  )
   target = lm_logits(dparams["frozen"], batch["hidden"].astype(jnp.float32), config)
   valid = losses.eagle3_valid(jnp.asarray(batch["loss_mask"]), 3)
   np.testing.assert_allclose(loss, losses.eagle3_loss(steps, target, valid), rtol=1e-5)
-  grads = jax.grad(lambda tr: eagle3_objective(drafter, {**dparams, "trainable": tr}, batch, 3)[0])(
+  grads = jax.jit(jax.grad(lambda tr: objective({**dparams, "trainable": tr}, batch)[0]))(
     dparams["trainable"]
   )
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(grads))
