@@ -10,6 +10,7 @@ tensorboardX is installed); lines past the restored step are dropped on resume.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -21,8 +22,10 @@ import jax
 import numpy as np
 import optax
 
+from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
 from dspark_jax.data.target_cache import Sample, TargetCache, online_features
+from dspark_jax.drafters.shared import frozen_parts
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
 
 
@@ -156,6 +159,7 @@ def train(
   cache: TargetCache | None = None,
   init_trainable=None,
   stop_after: int | None = None,
+  mesh=None,
   progress: bool = True,
 ) -> dict:
   """Trains (or resumes) a drafter; returns the final params and the last metrics.
@@ -164,6 +168,8 @@ def train(
     samples: training samples (online mode); or `cache` (offline mode) with their features.
     init_trainable: starting trainable params (default: random from the seed).
     stop_after: stop after this many steps of this call (to simulate a kill in tests).
+    mesh: a device mesh (`sharding.make_mesh`): the batch is split over its data axis and the
+      drafter's params follow the logical rules; None runs on the default device.
   """
   import orbax.checkpoint as ocp
   from tqdm import tqdm
@@ -183,10 +189,14 @@ def train(
 
   steps = total_steps(config, num)
   fn = step_fn(drafter, target_config, config, cache is None, steps)
-  frozen = drafter.init_params(jax.random.key(config.seed), target_params)["frozen"]
+  if mesh is not None:
+    target_params = sharding.shard_params(target_config, target_params, mesh)
+  frozen = frozen_parts(target_params, target_config)
   trainable = init_trainable
   if trainable is None:
     trainable = drafter.init_trainable(jax.random.key(config.seed))
+  if mesh is not None:
+    trainable = sharding.shard_drafter_params(drafter, {"trainable": trainable}, mesh)["trainable"]
   opt_state = fn.optimizer.init(trainable)
 
   manager = ocp.CheckpointManager(
@@ -233,10 +243,13 @@ def train(
   bar = tqdm(total=steps, initial=start, desc=f"train {drafter.config.kind}", disable=not progress)
   last = {}
   t0 = time.perf_counter()
-  with open(metrics_file, "a") as log:
+  context = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
+  with open(metrics_file, "a") as log, context:
     for step in range(start, end):
       indices, epoch = batch_indices(step, num, config.batch_size, config.seed)
       batch = host_batch(samples, cache, indices, config.max_seq_len)
+      if mesh is not None:
+        batch = {k: sharding.shard_batch(v, mesh) for k, v in batch.items()}
       rng = jax.random.fold_in(jax.random.key(config.seed), step)
       trainable, opt_state, metrics = _train_step_jit(
         fn, trainable, opt_state, frozen, target_params, batch, rng

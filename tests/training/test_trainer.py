@@ -104,3 +104,13 @@ def test_eagle3_trains(tmp_path):
   trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
   got = trainer.read_metrics(tcfg.out_dir)
   assert len(got) == 6 and got[-1]["loss"] < got[0]["loss"] and len(got[0]["step_ce"]) == 3
+
+
+@pytest.mark.multidevice
+def test_data_parallel_steps_on_8_devices_equal_one_device():
+  from tests.test_sharding import run_worker
+
+  result = run_worker("training/train_mesh_worker.py")
+  np.testing.assert_allclose(result["mesh"], result["one"], rtol=1e-5)
+  assert result["param_diff"] < 1e-5
+  assert result["q_spec"] == ["None", "tensor", "None"]

@@ -1,0 +1,55 @@
+"""Run in a subprocess with 8 simulated CPU devices: training steps on a data x tensor mesh vs
+one device. Prints one JSON line; `tests/training/test_trainer.py` asserts on it."""
+
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+
+import jax  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+import numpy as np  # noqa: E402
+
+from dspark_jax import sharding  # noqa: E402
+from dspark_jax.training import trainer  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+from tests.training.test_trainer import setup  # noqa: E402
+
+
+def main():
+  assert jax.device_count() == 8
+  with tempfile.TemporaryDirectory() as tmp:
+    from pathlib import Path
+
+    config, params, drafter, samples, tcfg = setup(Path(tmp))
+    tcfg = dataclasses.replace(tcfg, batch_size=4, max_steps=3)
+    one = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+    one_losses = [m["loss"] for m in trainer.read_metrics(tcfg.out_dir)]
+    mesh_cfg = dataclasses.replace(tcfg, out_dir=str(Path(tmp) / "mesh"))
+    mesh = sharding.make_mesh(data=4, tensor=2)
+    many = trainer.train(
+      mesh_cfg, drafter, config, params, samples=samples, mesh=mesh, progress=False
+    )
+    mesh_losses = [m["loss"] for m in trainer.read_metrics(mesh_cfg.out_dir)]
+    diff = max(
+      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+      for a, b in zip(
+        jax.tree.leaves(one["trainable"]), jax.tree.leaves(many["trainable"]), strict=True
+      )
+    )
+    spec = many["trainable"]["layers_0"]["attn"]["q_proj"].sharding.spec
+  print(
+    json.dumps(
+      {"one": one_losses, "mesh": mesh_losses, "param_diff": diff, "q_spec": [str(a) for a in spec]}
+    )
+  )
+
+
+if __name__ == "__main__":
+  main()
