@@ -113,4 +113,4 @@ def test_data_parallel_steps_on_8_devices_equal_one_device():
   result = run_worker("training/train_mesh_worker.py")
   np.testing.assert_allclose(result["mesh"], result["one"], rtol=1e-5)
   assert result["param_diff"] < 1e-5
-  assert result["q_spec"] == ["None", "tensor", "None"]
+  assert result["q_spec"][:2] == ["None", "tensor"]  # heads stay split after the updates
