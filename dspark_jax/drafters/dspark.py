@@ -30,9 +30,10 @@ from dspark_jax.config import DraftConfig, ModelConfig
 from dspark_jax.drafters.backbone import DraftLayer
 from dspark_jax.drafters.base import Proposal, sample_draft
 from dspark_jax.drafters.heads import ConfidenceHead, SequentialHead
-from dspark_jax.drafters.shared import embed, frozen_parts, lm_logits
+from dspark_jax.drafters.shared import embed, lm_logits
+from dspark_jax.drafters.trained import TrainedDrafter
 from dspark_jax.models.kv_cache import KVCache, write_rows
-from dspark_jax.models.layers import RMSNorm, _param, random_params
+from dspark_jax.models.layers import RMSNorm, _param
 
 
 class BlockModel(nn.Module):
@@ -117,31 +118,16 @@ def supervised_slots(anchors_BxA: jax.Array, loss_mask_BxT: jax.Array, block_siz
 
 
 @dataclasses.dataclass(frozen=True)
-class DSparkDrafter:
+class DSparkDrafter(TrainedDrafter):
   """DSpark (or DFlash) as a drafter: hashable, its methods pure functions of their inputs.
 
   Params: {"trainable": BlockModel params, "frozen": `frozen_parts(target_params, target)`}.
   """
 
-  config: DraftConfig
-  target: ModelConfig
-
   def __post_init__(self):
     if self.config.kind not in ("dspark", "dflash"):
       raise ValueError(f"DSparkDrafter runs dspark or dflash configs, not {self.config.kind!r}")
     self.config.check_target(self.target)
-
-  @property
-  def draft_len(self) -> int:
-    return self.config.block_size
-
-  @property
-  def feature_layers(self) -> tuple[int, ...]:
-    return self.config.target_layer_ids
-
-  @property
-  def vocab_size(self) -> int:
-    return self.target.vocab_size
 
   @property
   def model(self) -> BlockModel:
@@ -150,7 +136,6 @@ class DSparkDrafter:
   def _apply(self, params, method, *args):
     return self.model.apply({"params": params["trainable"]}, *args, method=method)
 
-  # --- parameters -------------------------------------------------------------------------
   def _init_args(self):
     f = len(self.feature_layers) * self.target.hidden_size
     g, d = self.draft_len, self.target.hidden_size
@@ -162,26 +147,6 @@ class DSparkDrafter:
       jnp.ones((1, 1, 2), bool),
       jnp.zeros((1, 1, g), jnp.int32),
     )
-
-  def _abstract(self):
-    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), *self._init_args()))["params"]
-
-  def init_trainable(self, rng: jax.Array):
-    """Random trainable params (normal(0.02) matrices, zero biases, unit norms)."""
-    return random_params(self.trainable_shapes(), rng)
-
-  def init_params(self, rng: jax.Array, target_params) -> dict:
-    return {
-      "trainable": self.init_trainable(rng),
-      "frozen": frozen_parts(target_params, self.target),
-    }
-
-  def trainable_shapes(self):
-    return nn.unbox(self._abstract())
-
-  def logical_axes(self):
-    """PartitionSpecs of logical axis names for the trainable params."""
-    return nn.get_partition_spec(self._abstract())
 
   # --- training mode ------------------------------------------------------------------------
   def train_forward(self, params, tokens_BxT, features_BxTxF, anchors_BxA) -> TrainOutput:

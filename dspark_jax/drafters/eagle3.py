@@ -25,7 +25,8 @@ from flax import struct
 
 from dspark_jax.config import DraftConfig, ModelConfig
 from dspark_jax.drafters.base import Proposal, sample_draft
-from dspark_jax.drafters.shared import embed, frozen_parts, lm_logits
+from dspark_jax.drafters.shared import embed, lm_logits
+from dspark_jax.drafters.trained import TrainedDrafter
 from dspark_jax.models.kv_cache import KVCache, write_rows
 from dspark_jax.models.layers import (
   GatedMLP,
@@ -34,7 +35,6 @@ from dspark_jax.models.layers import (
   apply_rope,
   attend,
   attention_mask,
-  random_params,
   rope_cos_sin,
 )
 
@@ -108,11 +108,8 @@ def _shift_right(x_BxTxD):
 
 
 @dataclasses.dataclass(frozen=True)
-class Eagle3Drafter:
+class Eagle3Drafter(TrainedDrafter):
   """Params: {"trainable": Eagle3Layer params, "frozen": `frozen_parts(target_params, target)`}."""
-
-  config: DraftConfig
-  target: ModelConfig
 
   def __post_init__(self):
     if self.config.kind != "eagle3":
@@ -122,44 +119,13 @@ class Eagle3Drafter:
     self.config.check_target(self.target)
 
   @property
-  def draft_len(self) -> int:
-    return self.config.block_size
-
-  @property
-  def feature_layers(self) -> tuple[int, ...]:
-    return self.config.target_layer_ids
-
-  @property
-  def vocab_size(self) -> int:
-    return self.target.vocab_size
-
-  @property
   def model(self) -> Eagle3Layer:
     return Eagle3Layer(self.config, self.target)
 
-  # --- parameters -------------------------------------------------------------------------
   def _init_args(self):
     f = len(self.feature_layers) * self.target.hidden_size
     d = self.target.hidden_size
     return jnp.zeros((1, 2, f)), jnp.zeros((1, 2, d)), jnp.zeros((1, 2), jnp.int32)
-
-  def _abstract(self):
-    return jax.eval_shape(lambda: self.model.init(jax.random.key(0), *self._init_args()))["params"]
-
-  def init_trainable(self, rng: jax.Array):
-    return random_params(self.trainable_shapes(), rng)
-
-  def init_params(self, rng: jax.Array, target_params) -> dict:
-    return {
-      "trainable": self.init_trainable(rng),
-      "frozen": frozen_parts(target_params, self.target),
-    }
-
-  def trainable_shapes(self):
-    return nn.unbox(self._abstract())
-
-  def logical_axes(self):
-    return nn.get_partition_spec(self._abstract())
 
   # --- one pass over new tokens with the cache ------------------------------------------------
   def _run(self, params, tokens_BxT, hidden_in_BxTxD, start_B, cache: KVCache):

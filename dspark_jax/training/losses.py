@@ -113,14 +113,24 @@ def dspark_loss(terms: SlotTerms, kind: str = "dspark") -> LossReport:
   )
 
 
-def eagle3_loss(step_logits_JxBxTxV, target_logits_BxTxV, valid_JxBxT) -> jax.Array:
-  """sum_j 0.8^j * mean over valid positions of the soft CE -sum_v p_t log p_d at step j."""
+def eagle3_step_loss(logits_BxTxV, target_logits_BxTxV, valid_BxT) -> jax.Array:
+  """Mean over valid positions of the soft CE -sum_v p_t log p_d of one step."""
   p_t = jax.nn.softmax(target_logits_BxTxV.astype(jnp.float32), axis=-1)
-  log_pd = jax.nn.log_softmax(step_logits_JxBxTxV.astype(jnp.float32), axis=-1)
-  soft_ce = -jnp.sum(p_t[None] * log_pd, axis=-1)  # [J, B, T]
-  valid = valid_JxBxT.astype(jnp.float32)
-  per_step = (soft_ce * valid).sum(axis=(1, 2)) / jnp.maximum(valid.sum(axis=(1, 2)), 1.0)
-  decay = EAGLE3_STEP_DECAY ** jnp.arange(step_logits_JxBxTxV.shape[0], dtype=jnp.float32)
+  log_pd = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+  soft_ce = -jnp.sum(p_t * log_pd, axis=-1)
+  valid = valid_BxT.astype(jnp.float32)
+  return (soft_ce * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+
+
+def eagle3_loss(step_logits_JxBxTxV, target_logits_BxTxV, valid_JxBxT) -> jax.Array:
+  """sum_j 0.8^j * `eagle3_step_loss` of step j."""
+  per_step = jnp.stack(
+    [
+      eagle3_step_loss(step_logits_JxBxTxV[j], target_logits_BxTxV, valid_JxBxT[j])
+      for j in range(step_logits_JxBxTxV.shape[0])
+    ]
+  )
+  decay = EAGLE3_STEP_DECAY ** jnp.arange(per_step.shape[0], dtype=jnp.float32)
   return jnp.sum(decay * per_step)
 
 

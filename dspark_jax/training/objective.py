@@ -93,15 +93,15 @@ def dspark_objective(drafter, params, batch, rng, *, num_anchors: int, anchor_ch
 def eagle3_objective(drafter, params, batch, num_steps: int):
   """(loss, per-step soft CE) of Eagle3's training-time test on a batch."""
   hidden = batch["hidden"]
-  valid = losses.eagle3_valid(batch["loss_mask"], num_steps).astype(jnp.float32)
+  valid = losses.eagle3_valid(batch["loss_mask"], num_steps)
 
   def reduce(j, logits_BxTxV):
-    # Recomputed per step (inside the step's checkpoint): one [B, T, V] at a time.
-    target = lm_logits(params["frozen"], hidden.astype(jnp.float32), drafter.target)
-    p_t = jax.lax.stop_gradient(jax.nn.softmax(target, axis=-1))
-    soft_ce = -jnp.sum(p_t * jax.nn.log_softmax(logits_BxTxV, axis=-1), axis=-1)
-    per_step = (soft_ce * valid[j]).sum() / jnp.maximum(valid[j].sum(), 1.0)
-    return jnp.zeros((num_steps,)).at[j].set(per_step)
+    # Target logits recomputed per step (inside the step's checkpoint): one [B, T, V] at a time.
+    target = jax.lax.stop_gradient(
+      lm_logits(params["frozen"], hidden.astype(jnp.float32), drafter.target)
+    )
+    step_loss = losses.eagle3_step_loss(logits_BxTxV, target, valid[j])
+    return jnp.zeros((num_steps,)).at[j].set(step_loss)
 
   per_step = drafter.train_forward(
     params, batch["tokens"], batch["features"], num_steps, reduce=reduce

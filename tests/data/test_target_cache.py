@@ -19,6 +19,11 @@ def samples(n=7):
   return out
 
 
+def build(folder, data, config, params, **kwargs):
+  kwargs = {"target_name": "tiny", "progress": False, **kwargs}
+  return tc.build_cache(folder, data, params, config, LAYERS, **kwargs)
+
+
 def test_regenerated_rows_become_samples_with_the_response_masked_in():
   rows = [
     {"prompt_ids": [1, 2], "response_ids": [5, 6, 2], "finish": "stop"},
@@ -35,17 +40,7 @@ def test_regenerated_rows_become_samples_with_the_response_masked_in():
 def test_cache_holds_the_online_features_and_resumes(tmp_path, monkeypatch):
   config, params = tiny_model("qwen3")
   data = samples()
-  ref = tc.build_cache(
-    tmp_path / "ref",
-    data,
-    params,
-    config,
-    LAYERS,
-    target_name="tiny",
-    batch_size=3,
-    width_multiple=8,
-    progress=False,
-  )
+  ref = build(tmp_path / "ref", data, config, params, batch_size=3, width_multiple=8)
   assert ref["complete"] and ref["estimated_bytes"] == sum(map(len, (s.tokens for s in data))) * (
     3 * 32 * 2 + 5
   )
@@ -69,34 +64,14 @@ def test_cache_holds_the_online_features_and_resumes(tmp_path, monkeypatch):
 
   monkeypatch.setattr(tc, "_write_manifest", dying)
   with pytest.raises(KeyboardInterrupt):
-    tc.build_cache(
-      tmp_path / "run",
-      data,
-      params,
-      config,
-      LAYERS,
-      target_name="tiny",
-      batch_size=3,
-      width_multiple=8,
-      progress=False,
-    )
+    build(tmp_path / "run", data, config, params, batch_size=3, width_multiple=8)
   monkeypatch.setattr(tc, "_write_manifest", real)
   lo = ref["offsets"][6]
   arrays = tc._arrays(tmp_path / "run", ref["offsets"][-1], config, len(LAYERS), create=False)
   arrays["features"][lo:].write(np.ones_like(arrays["features"][lo:].read().result())).result()
   with pytest.raises(tc.CacheError, match="incomplete"):
     tc.open_cache(tmp_path / "run", config, params, LAYERS)
-  resumed = tc.build_cache(
-    tmp_path / "run",
-    data,
-    params,
-    config,
-    LAYERS,
-    target_name="tiny",
-    batch_size=3,
-    width_multiple=8,
-    progress=False,
-  )
+  resumed = build(tmp_path / "run", data, config, params, batch_size=3, width_multiple=8)
   assert resumed["complete"]
   run = tc.open_cache(tmp_path / "run", config, params, LAYERS)
   for i in range(len(data)):
@@ -108,7 +83,7 @@ def test_cache_holds_the_online_features_and_resumes(tmp_path, monkeypatch):
 def test_cache_validation_errors(tmp_path):
   config, params = tiny_model("qwen3")
   data = samples(3)
-  tc.build_cache(tmp_path, data, params, config, LAYERS, target_name="tiny", progress=False)
+  build(tmp_path, data, config, params)
   with pytest.raises(tc.CacheError, match="layers"):
     tc.open_cache(tmp_path, config, params, (0,))
   other_config, other_params = tiny_model("qwen3", seed=5)
@@ -118,8 +93,8 @@ def test_cache_validation_errors(tmp_path):
   with pytest.raises(tc.CacheError, match="hidden size"):
     tc.open_cache(tmp_path, wide_config, wide_params, LAYERS)
   with pytest.raises(tc.CacheError, match="another cache"):
-    tc.build_cache(tmp_path, samples(4), params, config, LAYERS, target_name="tiny", progress=False)
+    build(tmp_path, samples(4), config, params)
   with pytest.raises(tc.CacheError, match="no target cache"):
     tc.open_cache(tmp_path / "none", config, params, LAYERS)
   with pytest.raises(tc.CacheError, match="more than max_bytes"):
-    tc.build_cache(tmp_path / "big", data, params, config, LAYERS, target_name="t", max_bytes=10)
+    build(tmp_path / "big", data, config, params, max_bytes=10)
