@@ -2,12 +2,14 @@
 
 The output is JSONL, one line per prompt in input order: index, prompt id, messages, the prompt
 and response token ids, the response text, how it finished ("stop", "length" or "error") and
-the error if any. A sidecar `<out>.meta.json` records the settings and the prompt list's
-fingerprint.
+the error if any. A sidecar `<out>.meta.json` records the settings (model, source, split,
+sampling, lengths, batch size).
 
 Resuming after a kill at any point: a partial last line is cut off, the file is rolled back to
 the last whole batch, every kept line is checked against the prompt list (index and id), and
-generation continues from there. Batches are fixed slices of the prompt list and every random
+generation continues from there. The number of prompts is not a setting: a run with a larger
+`--limit` extends the file, because the kept lines are checked one by one against the prompt list.
+Batches are fixed slices of the prompt list and every random
 draw is keyed by (seed, prompt index, position), so a resumed run writes exactly the lines an
 uninterrupted run writes: no sample skipped, none duplicated, none changed. (DeepSpec writes in
 completion order and resumes by line count, which can skip or duplicate samples.)
@@ -16,7 +18,6 @@ completion order and resumes by line count, which can skip or duplicate samples.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import time
@@ -62,13 +63,6 @@ class RegenSummary:
 GenerateBatch = Callable[[Sequence[Sequence[int]], Sequence[int]], list[list[int]]]
 
 
-def fingerprint(prompts: Sequence[Prompt]) -> str:
-  digest = hashlib.sha256()
-  for p in prompts:
-    digest.update(p.id.encode() + b"\0")
-  return digest.hexdigest()[:16]
-
-
 def _meta_path(out: Path) -> Path:
   return out.with_name(out.name + ".meta.json")
 
@@ -100,7 +94,12 @@ def _resume_point(out: Path, prompts: Sequence[Prompt], batch_size: int) -> int:
       row = json.loads(line)
     except json.JSONDecodeError:
       raise RegenerationError(f"{out}: line {k + 1} is not valid JSON") from None
-    if k >= len(prompts) or row.get("index") != k or row.get("id") != prompts[k].id:
+    if k >= len(prompts):
+      raise RegenerationError(
+        f"{out} already holds more than the {len(prompts)} prompts of this run; raise the "
+        "limit or write to a new file"
+      )
+    if row.get("index") != k or row.get("id") != prompts[k].id:
       raise RegenerationError(
         f"{out}: line {k + 1} (id {row.get('id')!r}) does not match prompt {k} of this run"
       )
@@ -143,12 +142,7 @@ def regenerate(
 
   out = Path(out_path)
   out.parent.mkdir(parents=True, exist_ok=True)
-  meta = {
-    **dataclasses.asdict(config),
-    **(run_info or {}),
-    "num_prompts": len(prompts),
-    "prompts": fingerprint(prompts),
-  }
+  meta = {**dataclasses.asdict(config), **(run_info or {})}
   _check_meta(out, meta)
   start_index = _resume_point(out, prompts, config.batch_size)
   bs = config.batch_size

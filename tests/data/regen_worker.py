@@ -37,7 +37,7 @@ def decode(ids):
   return " ".join(map(str, ids))
 
 
-def run(out, pause=0.0):
+def run(out, pause=0.0, limit=None):
   config, params = tiny_model("llama", scale=3.0)
   sampling = SamplingParams(CONFIG.temperature, CONFIG.top_k, CONFIG.top_p)
   gen = GenerateConfig(CONFIG.max_new_tokens, sampling, stop_ids=STOP)
@@ -48,7 +48,7 @@ def run(out, pause=0.0):
     return inner(batch, request_ids)
 
   return regenerate(
-    prompts(),
+    prompts()[:limit],
     out,
     encode=encode,
     decode=decode,

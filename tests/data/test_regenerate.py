@@ -78,3 +78,15 @@ def test_a_file_from_another_run_is_refused(reference, tmp_path):
       config=worker.CONFIG,
       run_info={"model": "tiny"},
     )
+
+
+def test_a_larger_limit_extends_the_file_and_a_smaller_one_is_refused(reference, tmp_path):
+  ref_out, _ = reference
+  out = tmp_path / "regen.jsonl"
+  worker.run(out, limit=11)  # not a whole number of batches: the short batch is redone
+  summary = worker.run(out)
+  assert summary.resumed_from == 8
+  assert out.read_bytes() == ref_out.read_bytes()
+  with pytest.raises(RegenerationError, match="more than the 5 prompts"):
+    worker.run(out, limit=5)
+  assert out.read_bytes() == ref_out.read_bytes()  # nothing lost
