@@ -5,13 +5,16 @@ and response token ids, the response text, how it finished ("stop", "length" or 
 the error if any. A sidecar `<out>.meta.json` records the settings (model, source, split,
 sampling, lengths, batch size).
 
+Prompts are answered a window at a time (`sort_window` batches: fixed slices of the prompt
+list), sorted by length inside the window so that each batch pads little; the window's lines are
+then written in input order.
+
 Resuming after a kill at any point: a partial last line is cut off, the file is rolled back to
-the last whole batch, every kept line is checked against the prompt list (index and id), and
-generation continues from there. The number of prompts is not a setting: a run with a larger
-`--limit` extends the file, because the kept lines are checked one by one against the prompt list.
-Batches are fixed slices of the prompt list and every random
-draw is keyed by (seed, prompt index, position), so a resumed run writes exactly the lines an
-uninterrupted run writes: no sample skipped, none duplicated, none changed. (DeepSpec writes in
+the last whole window, every kept line is checked against the prompt list (index and id), and
+generation continues from there. Every random draw is keyed by (seed, prompt index, position),
+so a resumed run writes exactly the lines an uninterrupted run writes: no sample skipped, none
+duplicated, none changed. The number of prompts is not a setting: a run with a larger `--limit`
+extends the file, because the kept lines are checked one by one against the prompt list. (DeepSpec writes in
 completion order and resumes by line count, which can skip or duplicate samples.)
 """
 
@@ -40,13 +43,17 @@ class RegenConfig:
   # to a different question.
   max_prompt_tokens: int = 512
   batch_size: int = 16
+  # Prompts are answered in windows of `sort_window` batches, sorted by length inside the
+  # window (short prompts batch with short ones: less padding); lines are still written in input
+  # order, one window at a time, and a resume restarts the unfinished window.
+  sort_window: int = 8
   temperature: float = 0.7
   top_k: int = 20
   top_p: float = 0.8
   seed: int = 42
 
   def __post_init__(self):
-    for name in ("max_new_tokens", "max_prompt_tokens", "batch_size"):
+    for name in ("max_new_tokens", "max_prompt_tokens", "batch_size", "sort_window"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -83,8 +90,8 @@ def _check_meta(out: Path, meta: dict) -> None:
     tmp.replace(path)
 
 
-def _resume_point(out: Path, prompts: Sequence[Prompt], batch_size: int) -> int:
-  """Validates the existing lines, truncates to the last whole batch, returns its length."""
+def _resume_point(out: Path, prompts: Sequence[Prompt], window: int) -> int:
+  """Validates the existing lines, truncates to the last whole window, returns its length."""
   if not out.is_file():
     return 0
   data = out.read_bytes()
@@ -105,10 +112,38 @@ def _resume_point(out: Path, prompts: Sequence[Prompt], batch_size: int) -> int:
       )
     offsets.append(offsets[-1] + len(line) + 1)
   complete = len(offsets) - 1
-  keep = complete if complete == len(prompts) else complete - complete % batch_size
+  keep = complete if complete == len(prompts) else complete - complete % window
   with open(out, "r+b") as f:
     f.truncate(offsets[keep])
   return keep
+
+
+def _encode(encode, prompt: Prompt, max_prompt_tokens: int) -> tuple[list[int], str | None]:
+  """(token ids, None) or ([], why the prompt cannot run)."""
+  try:
+    x = encode(prompt)
+  except ValueError as e:
+    return [], str(e)
+  if not x:
+    return [], "the prompt encodes to no tokens"
+  if len(x) > max_prompt_tokens:
+    return [], f"prompt has {len(x)} tokens, more than max_prompt_tokens={max_prompt_tokens}"
+  return x, None
+
+
+def _generate_window(ids, problems, first: int, generate_batch, bs: int, pad_prompt) -> dict:
+  """{position in window: response ids}: the runnable prompts sorted by length, in batches of
+  `bs` (short ones padded with `pad_prompt`), so each batch's padded width stays small."""
+  runnable = sorted((j for j, p in enumerate(problems) if p is None), key=lambda j: len(ids[j]))
+  outputs = {}
+  for b in range(0, len(runnable), bs):
+    members = runnable[b : b + bs]
+    batch = [ids[j] for j in members] + [list(pad_prompt)] * (bs - len(members))
+    # Request ids are the prompts' indices, so random draws do not depend on the grouping.
+    request_ids = [first + j for j in members] + [first] * (bs - len(members))
+    for j, resp in zip(members, generate_batch(batch, request_ids)):
+      outputs[j] = resp
+  return outputs
 
 
 def regenerate(
@@ -144,35 +179,18 @@ def regenerate(
   out.parent.mkdir(parents=True, exist_ok=True)
   meta = {**dataclasses.asdict(config), **(run_info or {})}
   _check_meta(out, meta)
-  start_index = _resume_point(out, prompts, config.batch_size)
-  bs = config.batch_size
+  window = config.batch_size * config.sort_window
+  start_index = _resume_point(out, prompts, window)
   errors = tokens = written = 0
   start = time.perf_counter()
   bar = tqdm(total=len(prompts), initial=start_index, desc="regenerate", disable=not progress)
   with open(out, "a", encoding="utf-8") as f:
-    for first in range(start_index, len(prompts), bs):
-      batch = list(prompts[first : first + bs])
-      ids, problems = [], []
-      for p in batch:
-        try:
-          x = encode(p)
-          if not x:
-            raise ValueError("the prompt encodes to no tokens")
-          if len(x) > config.max_prompt_tokens:
-            raise ValueError(
-              f"prompt has {len(x)} tokens, more than max_prompt_tokens={config.max_prompt_tokens}"
-            )
-          problems.append(None)
-        except ValueError as e:
-          x = []
-          problems.append(str(e))
-        ids.append(x)
-      runnable = [x if x else list(pad_prompt) for x in ids]
-      runnable += [list(pad_prompt)] * (bs - len(runnable))
-      request_ids = list(range(first, first + bs))
-      outputs = generate_batch(runnable, request_ids) if any(p is None for p in problems) else []
+    for first in range(start_index, len(prompts), window):
+      chunk = list(prompts[first : first + window])
+      ids, problems = zip(*(_encode(encode, p, config.max_prompt_tokens) for p in chunk))
+      outputs = _generate_window(ids, problems, first, generate_batch, config.batch_size, pad_prompt)
       lines = []
-      for j, p in enumerate(batch):
+      for j, p in enumerate(chunk):
         row = {"index": first + j, "id": p.id, "messages": p.chat(), "prompt_ids": ids[j]}
         if problems[j] is not None:
           row |= {"response_ids": [], "response": "", "finish": "error", "error": problems[j]}
@@ -186,8 +204,8 @@ def regenerate(
       f.write("\n".join(lines) + "\n")
       f.flush()
       os.fsync(f.fileno())
-      written += len(batch)
-      bar.update(len(batch))
+      written += len(chunk)
+      bar.update(len(chunk))
   bar.close()
   return RegenSummary(written, start_index, errors, tokens, time.perf_counter() - start)
 
@@ -203,14 +221,19 @@ def read_regenerated(path: str | Path) -> list[dict]:
 
 
 def target_generate_batch(params, model_config, gen_config, max_prompt_tokens: int, seed: int):
-  """A `GenerateBatch` over the target: one fixed prompt width and cache capacity, so every
-  batch runs the same compiled program."""
+  """A `GenerateBatch` over the target. Prompts are padded to the smallest of a few widths (64,
+  128, 256, ... up to `max_prompt_tokens`), so at most a handful of programs are compiled and a
+  batch of short prompts does not pay for the longest allowed prefill."""
   from dspark_jax.decoding.generate import generate, round_up
 
-  width = round_up(max_prompt_tokens, 16)
-  capacity = round_up(width + gen_config.max_new_tokens, 64)
+  widest = round_up(max_prompt_tokens, 16)
 
   def run(prompts, request_ids):
+    width = 64
+    while width < max(map(len, prompts)):
+      width *= 2
+    width = min(width, widest)
+    capacity = round_up(width + gen_config.max_new_tokens, 64)
     result = generate(
       params,
       model_config,

@@ -16,7 +16,7 @@ from dspark_jax.decoding.generate import GenerateConfig  # noqa: E402
 from dspark_jax.decoding.sampling import SamplingParams  # noqa: E402
 from tests.tiny import tiny_model  # noqa: E402
 
-CONFIG = RegenConfig(max_new_tokens=12, max_prompt_tokens=20, batch_size=4, seed=7)
+CONFIG = RegenConfig(max_new_tokens=12, max_prompt_tokens=20, batch_size=2, sort_window=4, seed=7)
 STOP = (3,)
 
 
@@ -37,11 +37,11 @@ def decode(ids):
   return " ".join(map(str, ids))
 
 
-def run(out, pause=0.0, limit=None):
-  config, params = tiny_model("llama", scale=3.0)
+def run(out, pause=0.0, limit=None, config=CONFIG):
+  model_config, params = tiny_model("llama", scale=3.0)
   sampling = SamplingParams(CONFIG.temperature, CONFIG.top_k, CONFIG.top_p)
   gen = GenerateConfig(CONFIG.max_new_tokens, sampling, stop_ids=STOP)
-  inner = target_generate_batch(params, config, gen, CONFIG.max_prompt_tokens, CONFIG.seed)
+  inner = target_generate_batch(params, model_config, gen, CONFIG.max_prompt_tokens, CONFIG.seed)
 
   def generate_batch(batch, request_ids):
     time.sleep(pause)
@@ -53,7 +53,7 @@ def run(out, pause=0.0, limit=None):
     encode=encode,
     decode=decode,
     generate_batch=generate_batch,
-    config=CONFIG,
+    config=config,
     stop_ids=STOP,
     run_info={"model": "tiny"},
     progress=False,

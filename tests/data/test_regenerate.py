@@ -1,5 +1,6 @@
 """Regeneration: input order, per-sample errors, and kill/resume with nothing skipped or doubled."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -53,7 +54,8 @@ def test_killed_run_resumes_to_the_same_file(reference, tmp_path):
   with open(out, "a") as f:  # and as if the kill had landed in the middle of a line
     f.write('{"index": 99, "id": "t:')
   summary = worker.run(out)
-  assert summary.resumed_from % worker.CONFIG.batch_size == 0 and summary.resumed_from >= 8
+  window = worker.CONFIG.batch_size * worker.CONFIG.sort_window
+  assert summary.resumed_from % window == 0 and summary.resumed_from >= 8
   assert out.read_bytes() == ref_out.read_bytes()
 
 
@@ -90,3 +92,11 @@ def test_a_larger_limit_extends_the_file_and_a_smaller_one_is_refused(reference,
   with pytest.raises(RegenerationError, match="more than the 5 prompts"):
     worker.run(out, limit=5)
   assert out.read_bytes() == ref_out.read_bytes()  # nothing lost
+
+
+def test_sorting_by_length_inside_a_window_does_not_change_the_answers(reference, tmp_path):
+  ref_out, _ = reference
+  out = tmp_path / "regen.jsonl"
+  worker.run(out, config=dataclasses.replace(worker.CONFIG, sort_window=1))  # plain slices
+  strip = lambda path: [json.loads(line)["response_ids"] for line in path.read_text().splitlines()]
+  assert strip(out) == strip(ref_out)
