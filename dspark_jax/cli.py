@@ -165,6 +165,12 @@ def _add_regenerate(sub) -> None:
   p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
   p.add_argument("--max-prompt-tokens", type=int, default=d.max_prompt_tokens)
   p.add_argument("--batch-size", type=int, default=d.batch_size)
+  p.add_argument(
+    "--sort-window",
+    type=int,
+    default=d.sort_window,
+    help="batches per window; prompts are sorted by length inside a window to cut padding",
+  )
   p.add_argument("--temperature", type=float, default=d.temperature)
   p.add_argument("--top-k", type=int, default=d.top_k)
   p.add_argument("--top-p", type=float, default=d.top_p)
@@ -179,13 +185,14 @@ def _regenerate(args) -> int:
   from dspark_jax.decoding.sampling import SamplingParams
 
   config = RegenConfig(
-    args.max_new_tokens,
-    args.max_prompt_tokens,
-    args.batch_size,
-    args.temperature,
-    args.top_k,
-    args.top_p,
-    args.seed,
+    max_new_tokens=args.max_new_tokens,
+    max_prompt_tokens=args.max_prompt_tokens,
+    batch_size=args.batch_size,
+    sort_window=args.sort_window,
+    temperature=args.temperature,
+    top_k=args.top_k,
+    top_p=args.top_p,
+    seed=args.seed,
   )
   sampling = SamplingParams(args.temperature, args.top_k, args.top_p)
   if args.source == "sharegpt":

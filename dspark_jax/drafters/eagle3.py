@@ -157,9 +157,10 @@ class Eagle3Drafter(TrainedDrafter):
     """Training-time test: logits [J, B, T, V]; step j at position i predicts x_{i+1} in the
     round anchored at i - j (teacher-forced tokens).
 
-    With `reduce(j, logits_BxTxV) -> pytree`, returns the sum over steps of its results instead;
-    each step's logits are then recomputed in the backward pass (`jax.checkpoint`), so only one
-    step's [B, T, V] logits are ever alive.
+    With `reduce(j, normed_BxTxD) -> pytree` (step j's final-normed hidden states, which the
+    frozen LM head turns into logits), returns the sum over steps of its results instead; each
+    reduce is recomputed in the backward pass (`jax.checkpoint`), so whatever logits it makes
+    are alive one step at a time.
     """
     b, t = tokens_BxT.shape
     frozen = params["frozen"]
@@ -184,8 +185,7 @@ class Eagle3Drafter(TrainedDrafter):
         if reduce is None:
           results.append(lm_logits(frozen, normed, self.target))
         else:
-          head = lambda normed, j=j: reduce(j, lm_logits(frozen, normed, self.target))
-          results.append(jax.checkpoint(head)(normed))
+          results.append(jax.checkpoint(lambda normed, j=j: reduce(j, normed))(normed))
         hidden = _shift_right(out)
       if reduce is None:
         return jnp.stack(results)

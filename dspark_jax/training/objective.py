@@ -5,7 +5,8 @@ both in the loss mask; up to N, uniformly without replacement), the context keys
 computed once, and the blocks are processed in chunks of anchors under `jax.checkpoint`: a
 chunk's [B, C, G, V] draft and target logits exist only while that chunk is computed, in the
 forward and again in the backward pass, so the [B, A, G, V] float32 tensors of all anchors are
-never alive at once. Eagle3: the training-time test with each step's logits checkpointed.
+never alive at once. Eagle3: the training-time test with each step's logits checkpointed, its
+loss taken on the same sampled anchors.
 
 A batch is a dict of arrays: tokens [B, T] int32, loss_mask [B, T], features [B, T, m*D] and
 hidden [B, T, D] (the target's final-normed hidden states; its logits are recomputed from them
@@ -13,6 +14,8 @@ through the frozen LM head).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -90,21 +93,55 @@ def dspark_objective(drafter, params, batch, rng, *, num_anchors: int, anchor_ch
   return report.loss, report
 
 
-def eagle3_objective(drafter, params, batch, num_steps: int):
-  """(loss, per-step soft CE) of Eagle3's training-time test on a batch."""
+class Eagle3Report(NamedTuple):
+  loss: jax.Array
+  step_ce: jax.Array  # [J] soft CE per step
+  soft_accept: jax.Array  # [J] mean 1 - ½||p_d - p_t||_1 per step (as DSpark's c*_k)
+  expected_accepted: jax.Array  # [] mean over rounds of sum_k prod_{j<=k} soft acceptance
+
+
+def eagle3_objective(drafter, params, batch, rng, *, num_steps: int, num_anchors: int):
+  """(loss, Eagle3Report) of Eagle3's training-time test on a batch.
+
+  The test runs over every position (step j's inputs are step j - 1's outputs everywhere), but
+  the loss is taken on sampled rounds: the same anchors as DSpark (`sample_anchors`), step j of
+  the round at anchor a predicting x_{a+j+1}. The three drafters are then trained on the same
+  number of supervised predictions per step, and the LM head runs on [B, A] positions per step
+  instead of [B, T]. With num_anchors >= T every round of the full test is kept.
+  """
   hidden = batch["hidden"]
-  valid = losses.eagle3_valid(batch["loss_mask"], num_steps)
+  b, t = batch["tokens"].shape
+  anchors, picked = sample_anchors(rng, batch["loss_mask"], num_anchors)
+  valid_JxBxT = losses.eagle3_valid(batch["loss_mask"], num_steps)
+  rows = jnp.arange(b)[:, None]
 
-  def reduce(j, logits_BxTxV):
-    # Target logits recomputed per step (inside the step's checkpoint): one [B, T, V] at a time.
+  def reduce(j, normed_BxTxD):
+    pos = jnp.clip(anchors + j, 0, t - 1)  # [B, A]
+    logits = lm_logits(params["frozen"], normed_BxTxD[rows, pos], drafter.target)
     target = jax.lax.stop_gradient(
-      lm_logits(params["frozen"], hidden.astype(jnp.float32), drafter.target)
+      lm_logits(params["frozen"], hidden[rows, pos].astype(jnp.float32), drafter.target)
     )
-    step_loss = losses.eagle3_step_loss(logits_BxTxV, target, valid[j])
-    return jnp.zeros((num_steps,)).at[j].set(step_loss)
+    valid = picked & valid_JxBxT[j][rows, pos] & (anchors + j < t)
+    soft = 1.0 - 0.5 * jnp.abs(jax.nn.softmax(logits) - jax.nn.softmax(target)).sum(-1)
+    soft = jax.lax.stop_gradient(jnp.where(valid, soft, 0.0))
+    step_loss = losses.eagle3_step_loss(logits, target, valid)
+    return (
+      jnp.zeros((num_steps,)).at[j].set(step_loss),
+      jnp.zeros((num_steps, *anchors.shape)).at[j].set(soft),
+      jnp.zeros((num_steps, *anchors.shape), bool).at[j].set(valid),
+    )
 
-  per_step = drafter.train_forward(
+  per_step, soft_JxBxA, valid_JxBxA = drafter.train_forward(
     params, batch["tokens"], batch["features"], num_steps, reduce=reduce
   )
   decay = losses.EAGLE3_STEP_DECAY ** jnp.arange(num_steps, dtype=jnp.float32)
-  return jnp.sum(decay * per_step), per_step
+  loss = jnp.sum(decay * per_step)
+  counts = valid_JxBxA.sum(axis=(1, 2))
+  rounds = jnp.maximum(counts[0], 1)
+  report = Eagle3Report(
+    loss,
+    per_step,
+    soft_JxBxA.sum(axis=(1, 2)) / jnp.maximum(counts, 1),
+    jnp.cumprod(soft_JxBxA, axis=0).sum() / rounds,
+  )
+  return loss, report

@@ -109,8 +109,15 @@ class StepFn:
       batch = {**batch, "features": feats, "hidden": hidden}
     params = {"trainable": trainable, "frozen": frozen}
     if self.drafter.config.kind == "eagle3":
-      loss, per_step = eagle3_objective(self.drafter, params, batch, self.config.eagle3_steps)
-      return loss, {"loss": loss, "step_ce": per_step}
+      loss, report = eagle3_objective(
+        self.drafter,
+        params,
+        batch,
+        rng,
+        num_steps=self.config.eagle3_steps,
+        num_anchors=self.drafter.config.num_anchors,
+      )
+      return loss, report._asdict()
     loss, report = dspark_objective(
       self.drafter,
       params,

@@ -88,18 +88,45 @@ def test_dspark_objective_equals_the_loss_of_train_forward_logits():
   np.testing.assert_allclose(report.soft_accept, want.soft_accept, rtol=1e-5)
 
 
-def test_eagle3_objective_equals_the_loss_of_its_step_logits():
+def test_eagle3_objective_equals_a_float64_loop_over_its_rounds():
+  """The anchored loss and report, against the full step logits and a NumPy loop over rounds."""
   config, params = tiny_model("llama")
   drafter, dparams = random_drafter("eagle3", config, params, target_layer_ids=(-1, 0))
   batch = batch_for(config, params, drafter, seed=2)
-  objective = jax.jit(lambda p, b: eagle3_objective(drafter, p, b, 3))
-  loss, per_step = objective(dparams, batch)
-  steps = jax.jit(drafter.train_forward, static_argnums=3)(
-    dparams, batch["tokens"], batch["features"], 3
+  rng = jax.random.key(5)
+  objective = jax.jit(
+    lambda p, b: eagle3_objective(drafter, p, b, rng, num_steps=3, num_anchors=4)
   )
-  target = lm_logits(dparams["frozen"], batch["hidden"].astype(jnp.float32), config)
-  valid = losses.eagle3_valid(jnp.asarray(batch["loss_mask"]), 3)
-  np.testing.assert_allclose(loss, losses.eagle3_loss(steps, target, valid), rtol=1e-5)
+  loss, report = objective(dparams, batch)
+  steps = np.asarray(
+    jax.jit(drafter.train_forward, static_argnums=3)(
+      dparams, batch["tokens"], batch["features"], 3
+    ),
+    np.float64,
+  )
+  target = np.asarray(
+    lm_logits(dparams["frozen"], batch["hidden"].astype(jnp.float32), config), np.float64
+  )
+  valid = np.asarray(losses.eagle3_valid(jnp.asarray(batch["loss_mask"]), 3))
+  anchors, picked = map(np.asarray, sample_anchors(rng, jnp.asarray(batch["loss_mask"]), 4))
+  softmax = lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum()
+  ce, soft, prefix = [[] for _ in range(3)], [[] for _ in range(3)], []
+  for b, a in zip(*np.nonzero(picked)):
+    alive = 1.0
+    for j in range(3):
+      i = anchors[b, a] + j
+      if i >= steps.shape[2] or not valid[j, b, i]:
+        break
+      p_t, p_d = softmax(target[b, i]), softmax(steps[j, b, i])
+      ce[j].append(-(p_t * np.log(p_d)).sum())
+      soft[j].append(1 - 0.5 * np.abs(p_d - p_t).sum())
+      alive *= soft[j][-1]
+      prefix.append(alive)
+  assert all(len(x) for x in ce)  # every step has rounds
+  np.testing.assert_allclose(report.step_ce, [np.mean(x) for x in ce], rtol=1e-5)
+  np.testing.assert_allclose(report.soft_accept, [np.mean(x) for x in soft], rtol=1e-5)
+  np.testing.assert_allclose(report.expected_accepted, sum(prefix) / len(ce[0]), rtol=1e-5)
+  np.testing.assert_allclose(loss, sum(0.8**j * np.mean(ce[j]) for j in range(3)), rtol=1e-5)
   grads = jax.jit(jax.grad(lambda tr: objective({**dparams, "trainable": tr}, batch)[0]))(
     dparams["trainable"]
   )
