@@ -131,7 +131,7 @@ def _encode(encode, prompt: Prompt, max_prompt_tokens: int) -> tuple[list[int], 
   return x, None
 
 
-def _generate_window(ids, problems, first: int, generate_batch, bs: int, pad_prompt) -> dict:
+def _generate_window(ids, problems, first: int, generate_batch, bs: int, pad_prompt, bar) -> dict:
   """{position in window: response ids}: the runnable prompts sorted by length, in batches of
   `bs` (short ones padded with `pad_prompt`), so each batch's padded width stays small."""
   runnable = sorted((j for j, p in enumerate(problems) if p is None), key=lambda j: len(ids[j]))
@@ -143,6 +143,8 @@ def _generate_window(ids, problems, first: int, generate_batch, bs: int, pad_pro
     request_ids = [first + j for j in members] + [first] * (bs - len(members))
     for j, resp in zip(members, generate_batch(batch, request_ids)):
       outputs[j] = resp
+    bar.update(len(members))
+  bar.update(len(ids) - len(runnable))
   return outputs
 
 
@@ -188,7 +190,9 @@ def regenerate(
     for first in range(start_index, len(prompts), window):
       chunk = list(prompts[first : first + window])
       ids, problems = zip(*(_encode(encode, p, config.max_prompt_tokens) for p in chunk))
-      outputs = _generate_window(ids, problems, first, generate_batch, config.batch_size, pad_prompt)
+      outputs = _generate_window(
+        ids, problems, first, generate_batch, config.batch_size, pad_prompt, bar
+      )
       lines = []
       for j, p in enumerate(chunk):
         row = {"index": first + j, "id": p.id, "messages": p.chat(), "prompt_ids": ids[j]}
@@ -205,7 +209,6 @@ def regenerate(
       f.flush()
       os.fsync(f.fileno())
       written += len(chunk)
-      bar.update(len(chunk))
   bar.close()
   return RegenSummary(written, start_index, errors, tokens, time.perf_counter() - start)
 

@@ -96,6 +96,9 @@ def _from_torch(w: np.ndarray, shape: tuple[int, ...], n_in: int) -> np.ndarray:
   return np.asarray(w) if n_in == 0 else np.asarray(w).T.reshape(shape)
 
 
+SHARED_TENSORS = ("embed_tokens.weight", "lm_head.weight")  # the target's, never trained
+
+
 def state_dict(drafter, params) -> dict[str, np.ndarray]:
   """DeepSpec tensors (torch layout, float32 numpy) of a drafter's params."""
   eagle = drafter.config.kind == "eagle3"
@@ -222,15 +225,37 @@ def trainable_from_state_dict(drafter, get) -> dict:
   return traverse_util.unflatten_dict(flat)
 
 
-def save_drafter(path: str | Path, drafter, params) -> Path:
-  """Writes `config.json` + `model.safetensors` (written to a temporary name, then renamed)."""
-  from safetensors.numpy import save_file
+SAVE_DTYPES = ("float32", "bfloat16")
 
+
+def save_drafter(
+  path: str | Path, drafter, params, *, dtype: str = "float32", include_shared: bool = True
+) -> Path:
+  """Writes `config.json` + `model.safetensors` (written to a temporary name, then renamed).
+
+  Args:
+    dtype: "float32" or "bfloat16" (DeepSpec's own checkpoints are bf16).
+    include_shared: also write the target's embedding and LM head, as DeepSpec does. Without
+      them the folder is smaller and `load_drafter` takes both from the target.
+  """
+  if dtype not in SAVE_DTYPES:
+    raise ValueError(f"dtype must be one of {SAVE_DTYPES}, got {dtype!r}")
   folder = Path(path)
   folder.mkdir(parents=True, exist_ok=True)
   config = deepspec_config(drafter)
+  tensors = state_dict(drafter, params)
+  if not include_shared:
+    tensors = {k: v for k, v in tensors.items() if k not in SHARED_TENSORS}
   tmp = folder / "model.safetensors.tmp"
-  save_file(state_dict(drafter, params), str(tmp))
+  if dtype == "bfloat16":
+    import jax.numpy as jnp
+    from safetensors.flax import save_file as save_bf16
+
+    save_bf16({k: jnp.asarray(v, jnp.bfloat16) for k, v in tensors.items()}, str(tmp))
+  else:
+    from safetensors.numpy import save_file
+
+    save_file(tensors, str(tmp))
   tmp.replace(folder / "model.safetensors")
   (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
   return folder

@@ -32,6 +32,30 @@ def test_round_trip_is_exact(kind, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, lparams["trainable"], dparams["trainable"])
 
 
+def test_a_bf16_folder_without_the_shared_tensors_loads_the_rounded_params(tmp_path):
+  config, params = target()
+  drafter, dparams = random_drafter("dspark-markov", config, params)
+  save_drafter(tmp_path, drafter, dparams, dtype="bfloat16", include_shared=False)
+  from safetensors import safe_open
+
+  with safe_open(tmp_path / "model.safetensors", "flax") as f:
+    assert "embed_tokens.weight" not in f.keys() and "lm_head.weight" not in f.keys()
+    assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"bfloat16"}
+  loaded, lparams = load_drafter(tmp_path, config, params)
+  assert loaded == drafter
+  assert lparams["frozen"]["embedding"] is params["embedding"]
+  rounded = jax.tree.map(
+    lambda x: np.asarray(np.asarray(x, jnp.bfloat16), np.float32), dparams["trainable"]
+  )
+  jax.tree.map(
+    lambda a, b: np.testing.assert_array_equal(np.asarray(a, np.float32), b),
+    lparams["trainable"],
+    rounded,
+  )
+  with pytest.raises(ValueError, match="dtype"):
+    save_drafter(tmp_path, drafter, dparams, dtype="float16")
+
+
 @pytest.mark.parametrize("head", ["gated", "rnn"])
 def test_a_torch_built_deepspec_folder_gives_the_same_logits(head, tmp_path):
   """Tensors made with torch from DeepSpec's key list load to what the same numbers give when
