@@ -22,6 +22,21 @@ def test_bad_flags_give_one_clear_error(flags, message, capsys):
   assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (["--sort-window", "0"], "sort_window must be >= 1, got 0"),
+    (["--batch-size", "0"], "batch_size must be >= 1, got 0"),
+    # Valid flags get past the settings to the prompts (a settings mix-up would stop earlier).
+    (["--temperature", "0.5", "--source", "/no/such.jsonl"], "No such file"),
+  ],
+)
+def test_regenerate_flags_reach_the_settings_by_name(flags, message, tmp_path, capsys):
+  assert main(["regenerate", "--out", str(tmp_path / "out.jsonl"), *flags]) == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+
+
 @pytest.mark.real_model
 def test_demo_answers_the_capital_of_france(capsys):
   argv = ["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"]

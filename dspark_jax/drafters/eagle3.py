@@ -102,6 +102,34 @@ class Eagle3State:
   last_hidden: jax.Array  # [B, D] fc(f_{a-1}): the anchor's hidden input
 
 
+def ttt_attend(q_BxTxHxK, keys, values, scale: float):
+  """Step j = len(keys) - 1 of the training-time test's attention, without a [T, T * (j + 1)]
+  mask: the step-0 keys/values [B, N, T, K] are seen at positions <= i - j (a causal block), and
+  each step-s entry (1 <= s <= j) only at i - j + s, one key per query: a diagonal, computed as
+  an elementwise product after shifting step s's keys by j - s. Equals `attend` with the full
+  mask at O(T^2 + j T) instead of O(j T^2)."""
+  b, t, h, k = q_BxTxHxK.shape
+  n = keys[0].shape[1]
+  j = len(keys) - 1
+  q = q_BxTxHxK.reshape(b, t, n, h // n, k).transpose(0, 2, 3, 1, 4)  # [B, N, G, T, K]
+  i = jnp.arange(t)
+  causal = i[None, :] <= i[:, None] - j  # [T, T]
+  scores = jnp.einsum("bngtk,bnsk->bngts", q, keys[0], preferred_element_type=jnp.float32)
+  scores = [jnp.where(causal, scores, -jnp.inf)]
+  shifted_v = []
+  for s_ in range(1, j + 1):
+    shift = j - s_  # query i reads step s_'s entry at i - shift
+    k_s = jnp.pad(keys[s_], ((0, 0), (0, 0), (shift, 0), (0, 0)))[:, :, :t]
+    shifted_v.append(jnp.pad(values[s_], ((0, 0), (0, 0), (shift, 0), (0, 0)))[:, :, :t])
+    diag = jnp.einsum("bngtk,bntk->bngt", q, k_s, preferred_element_type=jnp.float32)
+    scores.append(jnp.where(i >= shift, diag, -jnp.inf)[..., None])
+  probs = jax.nn.softmax(jnp.concatenate(scores, -1) * scale, axis=-1).astype(values[0].dtype)
+  out = jnp.einsum("bngts,bnsk->bngtk", probs[..., :t], values[0])
+  for s_, v_s in enumerate(shifted_v):
+    out = out + probs[..., t + s_, None] * v_s[:, :, None]
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, k)
+
+
 def _shift_right(x_BxTxD):
   """Position i gets x[i - 1]; position 0 gets zeros (no token precedes it)."""
   return jnp.pad(x_BxTxD, ((0, 0), (1, 0), (0, 0)))[:, :-1]
@@ -165,8 +193,6 @@ class Eagle3Drafter(TrainedDrafter):
     b, t = tokens_BxT.shape
     frozen = params["frozen"]
     positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-    i = jnp.arange(t)[:, None]
-    p = jnp.arange(t)[None, :]
 
     def run(model):
       emb = embed(frozen, tokens_BxT, self.target)
@@ -176,11 +202,7 @@ class Eagle3Drafter(TrainedDrafter):
         q, k, v = model.qkv(emb, hidden, positions)
         keys.append(k)
         values.append(v)
-        masks = [p <= i - j] + [p == i - j + s for s in range(1, j + 1)]
-        mask = jnp.broadcast_to(jnp.concatenate(masks, axis=1), (b, t, t * (j + 1)))
-        attn = attend(
-          q, jnp.concatenate(keys, 2), jnp.concatenate(values, 2), mask, model.c.scale, None
-        )
+        attn = ttt_attend(q, keys, values, model.c.scale)
         out, normed = model.finish(attn, hidden)
         if reduce is None:
           results.append(lm_logits(frozen, normed, self.target))

@@ -1,0 +1,125 @@
+"""Accepted length per round of trained drafters on held-out ShareGPT prompts (issue 5's check).
+
+    python experiments/eval_holdout_tau.py \
+      --drafter dspark=runs/smollm2_dspark/drafter --drafter dflash=runs/smollm2_dflash/drafter \
+      --drafter eagle3=runs/smollm2_eagle3/drafter --out results/smollm2_holdout_tau
+
+The first N prompts of the ShareGPT holdout split (never trained on) that fit the prompt budget,
+the target's chat template, each drafter at each temperature, speculative decoding in batches.
+Reported per (drafter, temperature): tau, the tokens committed per round with the bonus token
+included; prefix survival per slot (rounds in which slots 1..k were all accepted / rounds); and
+the conditional acceptance per slot (accepted at k given 1..k-1 accepted). Writes `tau.json` and
+prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+
+def holdout_prompts(tokenizer, count: int, max_prompt_tokens: int) -> list[tuple[str, list[int]]]:
+  from dspark_jax.data import prompts as prompt_data
+
+  _, holdout = prompt_data.split(prompt_data.load_sharegpt())
+  chosen = []
+  for p in holdout:
+    ids = tokenizer.encode_chat(p.chat())
+    if 0 < len(ids) <= max_prompt_tokens:
+      chosen.append((p.id, ids))
+    if len(chosen) == count:
+      return chosen
+  raise ValueError(f"only {len(chosen)} holdout prompts fit {max_prompt_tokens} tokens")
+
+
+def acceptance_summary(rounds, committed, admitted_BxG, accepted_BxG) -> dict:
+  """tau, prefix survival and conditional acceptance per slot from summed loop statistics."""
+  rounds = float(np.sum(rounds))
+  accepted = np.asarray(accepted_BxG, np.float64).sum(0)
+  admitted = np.asarray(admitted_BxG, np.float64).sum(0)
+  before = np.concatenate([[rounds], accepted[:-1]])  # rounds with slots before k all accepted
+  return {
+    "tau": float(np.sum(committed)) / max(rounds, 1.0),
+    "rounds": int(rounds),
+    "prefix_survival": (accepted / max(rounds, 1.0)).tolist(),
+    "conditional_acceptance": (accepted / np.maximum(np.minimum(before, admitted), 1.0)).tolist(),
+  }
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="smollm2-135m")
+  parser.add_argument("--drafter", action="append", required=True, help="name=folder")
+  parser.add_argument("--prompts", type=int, default=50)
+  parser.add_argument("--max-prompt-tokens", type=int, default=512)
+  parser.add_argument("--max-new-tokens", type=int, default=128)
+  parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 1.0])
+  parser.add_argument("--batch-size", type=int, default=10)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--out", default="results/smollm2_holdout_tau")
+  args = parser.parse_args(argv)
+
+  from dspark_jax.decoding.loop import SpecConfig, speculative_generate
+  from dspark_jax.decoding.sampling import SamplingParams
+  from dspark_jax.io.deepspec import load_drafter
+  from dspark_jax.io.load import load_model
+
+  model = load_model(args.model)
+  params = jax.device_put(model.params)
+  tok = model.tokenizer
+  prompts = holdout_prompts(tok, args.prompts, args.max_prompt_tokens)
+  results = []
+  for spec_name in args.drafter:
+    name, folder = spec_name.split("=", 1)
+    drafter, draft_params = load_drafter(folder, model.config, params)
+    for temperature in args.temperatures:
+      # T = 0 is greedy; T > 0 samples from the full distribution (no top-k/top-p).
+      sampling = SamplingParams(temperature, 0, 1.0)
+      spec = SpecConfig(
+        args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0
+      )
+      stats = {"rounds": [], "committed": [], "admitted": [], "accepted": []}
+      start = time.perf_counter()
+      for first in range(0, len(prompts), args.batch_size):
+        chunk = prompts[first : first + args.batch_size]
+        result = speculative_generate(
+          params,
+          model.config,
+          drafter,
+          draft_params,
+          [ids for _, ids in chunk],
+          spec,
+          seed=args.seed,
+          request_ids=list(range(first, first + len(chunk))),
+        )
+        for key in stats:
+          stats[key].append(np.asarray(getattr(result, key)))
+      row = {
+        "drafter": name,
+        "folder": folder,
+        "temperature": temperature,
+        "prompts": len(prompts),
+        "max_new_tokens": args.max_new_tokens,
+        "seconds": time.perf_counter() - start,
+        **acceptance_summary(*(np.concatenate(stats[k]) for k in stats)),
+      }
+      results.append(row)
+      print(f"{name} T={temperature}: tau {row['tau']:.3f} ({row['rounds']} rounds)", flush=True)
+
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "tau.json").write_text(json.dumps(results, indent=2) + "\n")
+  print("\n| drafter | T | tau | prefix survival, slots 1-3 |\n|---|---|---|---|")
+  for r in results:
+    survival = ", ".join(f"{x:.2f}" for x in r["prefix_survival"][:3])
+    print(f"| {r['drafter']} | {r['temperature']:g} | {r['tau']:.2f} | {survival} |")
+  return 0
+
+
+if __name__ == "__main__":
+  raise SystemExit(main())
