@@ -42,15 +42,17 @@ def filter_logits(logits_BxV: jax.Array, params: SamplingParams) -> jax.Array:
   in HF transformers). Ties at a cut-off are all kept.
   """
   scaled = logits_BxV.astype(jnp.float32) / params.temperature
-  vocab = scaled.shape[-1]
-  top_k = params.top_k if 0 < params.top_k < vocab else 0
+  top_k = params.top_k if 0 < params.top_k < scaled.shape[-1] else 0
   if not top_k and params.top_p >= 1.0:
     return scaled
-  sorted_desc = -jnp.sort(-scaled, axis=-1)
-  threshold = jnp.full(scaled.shape[:-1], -jnp.inf)
   if top_k:
+    # A partial top-k instead of a full sort: on CPU, sorting a 49k vocabulary took ~100x
+    # longer than the rest of the filter. The renormalised top-k distribution only needs these.
+    sorted_desc = jax.lax.top_k(scaled, top_k)[0]
     threshold = sorted_desc[..., top_k - 1]
-    sorted_desc = jnp.where(jnp.arange(vocab) < top_k, sorted_desc, -jnp.inf)
+  else:
+    sorted_desc = -jnp.sort(-scaled, axis=-1)
+    threshold = jnp.full(scaled.shape[:-1], -jnp.inf)
   if params.top_p < 1.0:
     probs = jax.nn.softmax(sorted_desc, axis=-1)
     mass_before = jnp.cumsum(probs, axis=-1) - probs
