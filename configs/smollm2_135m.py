@@ -22,7 +22,7 @@ MASK_TOKEN = 0  # <|endoftext|>: never inside a chat answer
 def draft_config(drafter: str) -> DraftConfig:
   common = dict(target_layer_ids=LAYERS, mask_token_id=MASK_TOKEN, num_anchors=64)
   if drafter == "dspark":
-    return DraftConfig(num_layers=2, markov_rank=128, **common)
+    return DraftConfig(num_layers=2, markov_rank=64, **common)
   if drafter == "dflash":
     return DraftConfig(kind="dflash", num_layers=2, head="none", confidence_head=False, **common)
   return DraftConfig(kind="eagle3", num_layers=1, head="none", confidence_head=False, **common)
@@ -44,6 +44,7 @@ def get_config(drafter: str = "dspark", variant: str = "") -> TrainConfig:
     eagle3_steps=7,
     log_every=10,
     checkpoint_every=50,
+    save_shared=False,  # the committed drafter must stay under 40 MB; loading takes the target's
   )
   if variant == "smoke":
     config = dataclasses.replace(config, max_seq_len=128, batch_size=2, max_steps=2, log_every=1)

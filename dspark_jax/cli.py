@@ -322,6 +322,8 @@ def _train(args) -> int:
     Path(config.out_dir) / "drafter",
     drafter,
     {"trainable": result["trainable"], "frozen": result["frozen"]},
+    dtype=config.save_dtype,
+    include_shared=config.save_shared,
   )
   print(
     f"{result['steps']} steps; last metrics {result['metrics']}; drafter in {folder}",

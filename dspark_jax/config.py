@@ -206,6 +206,9 @@ class TrainConfig:
   log_every: int = 10
   checkpoint_every: int = 100
   keep_checkpoints: int = 2
+  # The trained drafter is written to out_dir/drafter in DeepSpec's format.
+  save_dtype: str = "bfloat16"  # or "float32"
+  save_shared: bool = True  # write the target's embedding/LM head too, as DeepSpec does
 
   def __post_init__(self):
     for name in ("max_seq_len", "batch_size", "anchor_chunk", "eagle3_steps", "log_every"):
@@ -219,6 +222,8 @@ class TrainConfig:
       raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
     if self.learning_rate <= 0:
       raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+    if self.save_dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"save_dtype must be float32 or bfloat16, got {self.save_dtype!r}")
 
 
 def gemma3_layer_windows(num_layers: int, window: int, pattern: int = 6) -> tuple[int | None, ...]:

@@ -24,7 +24,7 @@ import optax
 
 from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
-from dspark_jax.data.target_cache import Sample, TargetCache, online_features
+from dspark_jax.data.target_cache import TargetCache, online_features
 from dspark_jax.drafters.shared import frozen_parts
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
 
@@ -63,20 +63,26 @@ def batch_indices(
   return order[k * batch_size : (k + 1) * batch_size], epoch
 
 
+LENGTH_BUCKET = 128
+
+
 def host_batch(samples, cache: TargetCache | None, indices, max_len: int) -> dict[str, np.ndarray]:
-  """Fixed-shape [B, max_len] arrays (right-padded, mask 0 on padding) for one step."""
+  """[B, W] arrays (right-padded, mask 0 on padding) for one step. W is the batch's longest
+  sample rounded up to a multiple of 128, at most max_len: a few shapes (a few compiles), and
+  batches of short samples do not pay for max_len (padding cost the backbone half its work)."""
   b = len(indices)
+  rows = [samples[i] if cache is None else cache.sample(int(i)) for i in indices]
+  longest = max(len(r.tokens) if cache is None else len(r["input_ids"]) for r in rows)
+  max_len = min(max_len, -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET)
   tokens = np.zeros((b, max_len), np.int32)
   mask = np.zeros((b, max_len), np.int32)
   out: dict[str, Any] = {"tokens": tokens, "loss_mask": mask}
-  for r, i in enumerate(indices):
+  for r, row in enumerate(rows):
     if cache is None:
-      s: Sample = samples[i]
-      n = min(len(s.tokens), max_len)
-      tokens[r, :n] = s.tokens[:n]
-      mask[r, :n] = s.loss_mask[:n]
+      n = min(len(row.tokens), max_len)
+      tokens[r, :n] = row.tokens[:n]
+      mask[r, :n] = row.loss_mask[:n]
       continue
-    row = cache.sample(int(i))
     n = min(len(row["input_ids"]), max_len)
     tokens[r, :n] = row["input_ids"][:n]
     mask[r, :n] = row["loss_mask"][:n]
