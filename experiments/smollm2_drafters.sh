@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The three SmolLM2-135M drafters of TRAINING.md, end to end: regenerate, cache, train, evaluate.
+# Every stage resumes after a kill (rerun this script). Stage wall times go to $LOG.
+#
+#   bash experiments/smollm2_drafters.sh            # LIMIT=256 prompts by default
+set -euo pipefail
+LIMIT=${LIMIT:-256}
+DATA=${DATA:-data/smollm2_sharegpt_train.jsonl}
+CACHE=${CACHE:-runs/smollm2_cache}
+LOG=${LOG:-runs/smollm2_stage_times.txt}
+mkdir -p runs
+
+stage() {  # stage NAME COMMAND...: runs and logs the wall time
+  local name=$1 start
+  shift
+  start=$(date +%s)
+  "$@"
+  echo "$name $(( $(date +%s) - start )) s" | tee -a "$LOG"
+}
+
+stage regenerate dspark-jax regenerate --model smollm2-135m --out "$DATA" --split train \
+  --limit "$LIMIT" --max-new-tokens 256 --batch-size 16 --no-progress
+stage cache dspark-jax cache configs/smollm2_135m.py regenerated="$DATA" feature_cache="$CACHE" \
+  --no-progress
+for drafter in dspark dflash eagle3; do
+  stage "train_$drafter" dspark-jax train configs/smollm2_135m.py drafter=$drafter \
+    regenerated="$DATA" feature_cache="$CACHE" --no-progress
+done
+stage eval python experiments/eval_holdout_tau.py \
+  --drafter dspark=runs/smollm2_dspark/drafter --drafter dflash=runs/smollm2_dflash/drafter \
+  --drafter eagle3=runs/smollm2_eagle3/drafter --out results/smollm2_holdout_tau
