@@ -6,8 +6,9 @@
 
 The first N prompts of the ShareGPT holdout split (never trained on) that fit the prompt budget,
 the target's chat template, each drafter at each temperature, speculative decoding in batches.
-Reported per (drafter, temperature): tau, the tokens committed per round with the bonus token
-included; prefix survival per slot (rounds in which slots 1..k were all accepted / rounds); and
+Reported per (drafter, temperature): tau = 1 + accepted drafts per round (the bonus token
+included), and the committed tokens per round (lower: the last round is cut at EOS or at the
+token budget); prefix survival per slot (rounds in which slots 1..k were all accepted / rounds); and
 the conditional acceptance per slot (accepted at k given 1..k-1 accepted). Writes `tau.json` and
 prints a Markdown table.
 """
@@ -44,7 +45,8 @@ def acceptance_summary(rounds, committed, admitted_BxG, accepted_BxG) -> dict:
   admitted = np.asarray(admitted_BxG, np.float64).sum(0)
   before = np.concatenate([[rounds], accepted[:-1]])  # rounds with slots before k all accepted
   return {
-    "tau": float(np.sum(committed)) / max(rounds, 1.0),
+    "tau": 1.0 + float(accepted.sum()) / max(rounds, 1.0),
+    "committed_per_round": float(np.sum(committed)) / max(rounds, 1.0),
     "rounds": int(rounds),
     "prefix_survival": (accepted / max(rounds, 1.0)).tolist(),
     "conditional_acceptance": (accepted / np.maximum(np.minimum(before, admitted), 1.0)).tolist(),
