@@ -1,0 +1,1 @@
+"""Evaluation: acceptance metrics, calibration of the confidence head."""

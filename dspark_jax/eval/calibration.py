@@ -1,0 +1,120 @@
+"""Calibration of the confidence head: ECE, ROC-AUC, Brier, and Sequential Temperature Scaling.
+
+Inputs come from held-out rollouts with full-length verification: per round and slot k, the
+confidence logit z_k and the realised prefix acceptance y_k (1 iff slots 1..k were all
+accepted). The score judged is the cumulative product a_k = prod_{j<=k} sigmoid(z_j / T_j), the
+drafter's estimate of P(y_k = 1), which is what the scheduler ranks.
+
+STS (shared/docs/dspark.md section 5): for k = 1..G in order, one temperature T_k for slot k's
+logit, chosen on a grid to minimise the ECE of a_k against y_k with the earlier slots'
+temperatures fixed. The grid holds T = 1, so the fitted ECE never exceeds the raw one at any
+slot; dividing a logit by T > 0 keeps the order of a slot's confidences.
+
+Letters: N rounds, G slots. Plain NumPy (float64): these run once on a few thousand rounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NUM_BINS = 20
+# Log-spaced temperatures from 1/20 to 20, and T = 1 exactly.
+TEMPERATURE_GRID = np.unique(np.concatenate([np.geomspace(0.05, 20.0, 241), [1.0]]))
+
+
+def _check(scores_N, labels_N):
+  scores = np.asarray(scores_N, np.float64)
+  labels = np.asarray(labels_N, np.float64)
+  if scores.shape != labels.shape or scores.ndim != 1:
+    raise ValueError(f"scores {scores.shape} and labels {labels.shape} must be equal 1-D shapes")
+  if scores.size and (scores.min() < 0 or scores.max() > 1):
+    raise ValueError("scores must be probabilities in [0, 1]")
+  if not np.isin(labels, (0.0, 1.0)).all():
+    raise ValueError("labels must be 0 or 1")
+  return scores, labels
+
+
+def ece(scores_N, labels_N, num_bins: int = NUM_BINS) -> float:
+  """Expected calibration error over equal-width bins of [0, 1] (the last bin holds 1.0):
+  sum over bins of (bin share) * |mean score - mean label|."""
+  scores, labels = _check(scores_N, labels_N)
+  if not scores.size:
+    return 0.0
+  bins = np.minimum((scores * num_bins).astype(np.int64), num_bins - 1)
+  gap = np.bincount(bins, scores - labels, minlength=num_bins)  # per-bin sum of differences
+  return float(np.abs(gap).sum() / scores.size)
+
+
+def brier(scores_N, labels_N) -> float:
+  scores, labels = _check(scores_N, labels_N)
+  return float(np.mean((scores - labels) ** 2)) if scores.size else 0.0
+
+
+def roc_auc(scores_N, labels_N) -> float:
+  """P(score of a positive > score of a negative), ties counting one half (Mann-Whitney U with
+  average ranks); NaN when either class is absent."""
+  scores, labels = _check(scores_N, labels_N)
+  pos = int(labels.sum())
+  neg = labels.size - pos
+  if pos == 0 or neg == 0:
+    return float("nan")
+  order = np.argsort(scores, kind="mergesort")
+  ranks = np.empty(scores.size)
+  sorted_scores = scores[order]
+  # Average rank (1-based) over each run of tied scores.
+  starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+  ends = np.r_[starts[1:], scores.size]
+  for s, e in zip(starts, ends):
+    ranks[order[s:e]] = (s + e + 1) / 2.0
+  u = ranks[labels == 1].sum() - pos * (pos + 1) / 2.0
+  return float(u / (pos * neg))
+
+
+def cumulative_confidence(logits_NxG, temperatures_G=None) -> np.ndarray:
+  """[N, G] a_k = prod_{j<=k} sigmoid(z_j / T_j)."""
+  z = np.asarray(logits_NxG, np.float64)
+  t = np.ones(z.shape[1]) if temperatures_G is None else np.asarray(temperatures_G, np.float64)
+  if t.shape != (z.shape[1],) or (t <= 0).any():
+    raise ValueError(f"need {z.shape[1]} positive temperatures, got {t}")
+  return np.cumprod(1.0 / (1.0 + np.exp(-z / t)), axis=1)
+
+
+def fit_sts(logits_NxG, prefix_accepted_NxG, grid=TEMPERATURE_GRID) -> np.ndarray:
+  """[G] temperatures by Sequential Temperature Scaling (left to right, earlier ones fixed)."""
+  z = np.asarray(logits_NxG, np.float64)
+  y = np.asarray(prefix_accepted_NxG, np.float64)
+  if z.shape != y.shape or z.ndim != 2:
+    raise ValueError(f"logits {z.shape} and labels {y.shape} must be equal [N, G] shapes")
+  temperatures = np.ones(z.shape[1])
+  before = np.ones(z.shape[0])  # a_{k-1} under the temperatures fitted so far
+  for k in range(z.shape[1]):
+    errors = [ece(before / (1.0 + np.exp(-z[:, k] / t)), y[:, k]) for t in grid]
+    best = min(range(len(grid)), key=lambda i: (errors[i], abs(np.log(grid[i]))))
+    temperatures[k] = grid[best]
+    before = before / (1.0 + np.exp(-z[:, k] / temperatures[k]))
+  return temperatures
+
+
+def per_slot_report(logits_NxG, prefix_accepted_NxG, temperatures_G=None) -> dict:
+  """ECE, ROC-AUC and Brier of a_k per slot, as lists of length G."""
+  a = cumulative_confidence(logits_NxG, temperatures_G)
+  y = np.asarray(prefix_accepted_NxG, np.float64)
+  cols = range(a.shape[1])
+  return {
+    "ece": [ece(a[:, k], y[:, k]) for k in cols],
+    "auc": [roc_auc(a[:, k], y[:, k]) for k in cols],
+    "brier": [brier(a[:, k], y[:, k]) for k in cols],
+  }
+
+
+def reliability(scores_N, labels_N, num_bins: int = NUM_BINS):
+  """(bin centres, mean score, mean label, count) over equal-width bins, for diagrams; empty
+  bins give NaN means."""
+  scores, labels = _check(scores_N, labels_N)
+  bins = np.minimum((scores * num_bins).astype(np.int64), num_bins - 1)
+  count = np.bincount(bins, minlength=num_bins)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    mean_score = np.bincount(bins, scores, minlength=num_bins) / count
+    mean_label = np.bincount(bins, labels, minlength=num_bins) / count
+  centres = (np.arange(num_bins) + 0.5) / num_bins
+  return centres, mean_score, mean_label, count
