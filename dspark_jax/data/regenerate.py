@@ -13,9 +13,10 @@ Resuming after a kill at any point: a partial last line is cut off, the file is 
 the last whole window, every kept line is checked against the prompt list (index and id), and
 generation continues from there. Every random draw is keyed by (seed, prompt index, position),
 so a resumed run writes exactly the lines an uninterrupted run writes: no sample skipped, none
-duplicated, none changed. The number of prompts is not a setting: a run with a larger `--limit`
-extends the file, because the kept lines are checked one by one against the prompt list. (DeepSpec writes in
-completion order and resumes by line count, which can skip or duplicate samples.)
+duplicated, none changed. (DeepSpec writes in completion order and resumes by line count, which
+can skip or duplicate samples.) The number of prompts is not a setting: a run with a larger
+`--limit` extends the file, because the kept lines are checked one by one against the prompt
+list.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ def _generate_window(ids, problems, first: int, generate_batch, bs: int, pad_pro
     batch = [ids[j] for j in members] + [list(pad_prompt)] * (bs - len(members))
     # Request ids are the prompts' indices, so random draws do not depend on the grouping.
     request_ids = [first + j for j in members] + [first] * (bs - len(members))
-    for j, resp in zip(members, generate_batch(batch, request_ids)):
+    # zip stops at the real members: the padding rows' outputs are dropped.
+    for j, resp in zip(members, generate_batch(batch, request_ids), strict=False):
       outputs[j] = resp
     bar.update(len(members))
   bar.update(len(ids) - len(runnable))
@@ -189,7 +191,9 @@ def regenerate(
   with open(out, "a", encoding="utf-8") as f:
     for first in range(start_index, len(prompts), window):
       chunk = list(prompts[first : first + window])
-      ids, problems = zip(*(_encode(encode, p, config.max_prompt_tokens) for p in chunk))
+      ids, problems = zip(
+        *(_encode(encode, p, config.max_prompt_tokens) for p in chunk), strict=True
+      )
       outputs = _generate_window(
         ids, problems, first, generate_batch, config.batch_size, pad_prompt, bar
       )

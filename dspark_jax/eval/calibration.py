@@ -64,7 +64,7 @@ def roc_auc(scores_N, labels_N) -> float:
   # Average rank (1-based) over each run of tied scores.
   starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
   ends = np.r_[starts[1:], scores.size]
-  for s, e in zip(starts, ends):
+  for s, e in zip(starts, ends, strict=True):
     ranks[order[s:e]] = (s + e + 1) / 2.0
   u = ranks[labels == 1].sum() - pos * (pos + 1) / 2.0
   return float(u / (pos * neg))

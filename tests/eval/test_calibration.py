@@ -12,7 +12,11 @@ def brute_ece(scores, labels, bins=20):
   total = 0.0
   for b in range(bins):
     lo, hi = b / bins, (b + 1) / bins
-    inside = [(s, y) for s, y in zip(scores, labels) if lo <= s < hi or (b == bins - 1 and s == 1)]
+    inside = [
+      (s, y)
+      for s, y in zip(scores, labels, strict=True)
+      if lo <= s < hi or (b == bins - 1 and s == 1)
+    ]
     if inside:
       gap = np.mean([s for s, _ in inside]) - np.mean([y for _, y in inside])
       total += len(inside) / len(scores) * abs(gap)
@@ -37,7 +41,7 @@ def test_metrics_equal_brute_force_references(seed):
   labels = (rng.uniform(0, 1, n) < scores**0.7).astype(float)
   np.testing.assert_allclose(cal.ece(scores, labels), brute_ece(scores, labels), rtol=1e-12)
   np.testing.assert_allclose(cal.roc_auc(scores, labels), brute_auc(scores, labels), rtol=1e-12)
-  want_brier = sum((s - y) ** 2 for s, y in zip(scores, labels)) / n
+  want_brier = sum((s - y) ** 2 for s, y in zip(scores, labels, strict=True)) / n
   np.testing.assert_allclose(cal.brier(scores, labels), want_brier, rtol=1e-12)
 
 
@@ -68,7 +72,7 @@ def test_sts_lowers_ece_and_keeps_each_slots_order():
   temps = cal.fit_sts(logits, prefix)
   before = cal.per_slot_report(logits, prefix)
   after = cal.per_slot_report(logits, prefix, temps)
-  assert all(a <= b + 1e-15 for a, b in zip(after["ece"], before["ece"]))
+  assert all(a <= b + 1e-15 for a, b in zip(after["ece"], before["ece"], strict=True))
   assert after["ece"][0] < 0.02 < before["ece"][0]
   assert temps[0] == pytest.approx(3.0, rel=0.1)  # it undoes the overconfidence
   scaled = logits / temps
@@ -83,4 +87,4 @@ def test_sts_never_raises_the_ece_it_fits_even_when_calibrated():
   temps = cal.fit_sts(logits, prefix)
   before = cal.per_slot_report(logits, prefix)["ece"]
   after = cal.per_slot_report(logits, prefix, temps)["ece"]
-  assert all(a <= b + 1e-15 for a, b in zip(after, before))
+  assert all(a <= b + 1e-15 for a, b in zip(after, before, strict=True))

@@ -94,9 +94,7 @@ def test_eagle3_objective_equals_a_float64_loop_over_its_rounds():
   drafter, dparams = random_drafter("eagle3", config, params, target_layer_ids=(-1, 0))
   batch = batch_for(config, params, drafter, seed=2)
   rng = jax.random.key(5)
-  objective = jax.jit(
-    lambda p, b: eagle3_objective(drafter, p, b, rng, num_steps=3, num_anchors=4)
-  )
+  objective = jax.jit(lambda p, b: eagle3_objective(drafter, p, b, rng, num_steps=3, num_anchors=4))
   loss, report = objective(dparams, batch)
   steps = np.asarray(
     jax.jit(drafter.train_forward, static_argnums=3)(
@@ -111,7 +109,7 @@ def test_eagle3_objective_equals_a_float64_loop_over_its_rounds():
   anchors, picked = map(np.asarray, sample_anchors(rng, jnp.asarray(batch["loss_mask"]), 4))
   softmax = lambda x: np.exp(x - x.max()) / np.exp(x - x.max()).sum()
   ce, soft, prefix = [[] for _ in range(3)], [[] for _ in range(3)], []
-  for b, a in zip(*np.nonzero(picked)):
+  for b, a in zip(*np.nonzero(picked), strict=True):
     alive = 1.0
     for j in range(3):
       i = anchors[b, a] + j
