@@ -1,4 +1,5 @@
-"""SmolLM2-135M with the n-gram drafter: greedy speculative output equals plain greedy output."""
+"""SmolLM2-135M with the n-gram drafter and the committed DSpark drafter: greedy speculative
+output equals plain greedy output."""
 
 import json
 from pathlib import Path
@@ -9,11 +10,14 @@ import pytest
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.drafters.ngram import NgramDrafter
+from dspark_jax.io.deepspec import load_drafter
 from dspark_jax.io.load import load_model
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
-EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eval"
+ROOT = Path(__file__).resolve().parents[2]
+EVAL = ROOT.parent / "shared" / "data" / "eval"
+DSPARK = ROOT / "data" / "drafters" / "smollm2_135m_dspark"  # committed by issue 5
 
 
 def eval_prompts(per_file: dict[str, int]) -> list[str]:
@@ -28,19 +32,22 @@ def eval_prompts(per_file: dict[str, int]) -> list[str]:
   return prompts
 
 
-def test_ngram_greedy_equals_plain_on_20_benchmark_prompts():
+def test_greedy_speculative_output_equals_plain_on_benchmark_prompts():
   model = load_model("smollm2-135m")
   params = jax.device_put(model.params)
   tok = model.tokenizer
-  texts = eval_prompts({"gsm8k": 7, "humaneval": 7, "mt-bench": 6})
+  texts = eval_prompts({"gsm8k": 4, "humaneval": 4, "mt-bench": 4})
   prompts = [tok.encode_chat([{"role": "user", "content": t}]) for t in texts]
-  assert len(prompts) == 20
-  drafter = NgramDrafter(4, model.config.vocab_size)
-  # One batch of 20 rows of different lengths: one compile per loop instead of one per batch.
+  assert len(prompts) == 12
+  # One batch of rows of different lengths: one compile per loop instead of one per batch.
   plain = generate(params, model.config, prompts, GenerateConfig(48, stop_ids=tok.stop_ids))
-  spec = speculative_generate(
-    params, model.config, drafter, None, prompts, SpecConfig(48, stop_ids=tok.stop_ids)
-  )
-  assert spec.tokens == plain.tokens
-  # The drafter must actually have been used: more than one token per round on average.
-  assert spec.committed.sum() / spec.rounds.sum() > 1.0
+  drafters = {"ngram": (NgramDrafter(4, model.config.vocab_size), None)}
+  if DSPARK.is_dir():
+    drafters["dspark"] = load_drafter(DSPARK, model.config, params)
+  for name, (drafter, draft_params) in drafters.items():
+    spec = speculative_generate(
+      params, model.config, drafter, draft_params, prompts, SpecConfig(48, stop_ids=tok.stop_ids)
+    )
+    assert spec.tokens == plain.tokens, name
+    # The drafter must actually have been used: more than one token per round on average.
+    assert spec.committed.sum() / spec.rounds.sum() > 1.0, name
