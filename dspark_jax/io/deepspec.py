@@ -242,7 +242,7 @@ def save_drafter(
     raise ValueError(f"dtype must be one of {SAVE_DTYPES}, got {dtype!r}")
   folder = Path(path)
   folder.mkdir(parents=True, exist_ok=True)
-  config = deepspec_config(drafter)
+  config = deepspec_config(drafter) | {"torch_dtype": dtype}
   tensors = state_dict(drafter, params)
   if not include_shared:
     tensors = {k: v for k, v in tensors.items() if k not in SHARED_TENSORS}

@@ -41,9 +41,10 @@ def test_greedy_speculative_output_equals_plain_on_benchmark_prompts():
   assert len(prompts) == 12
   # One batch of rows of different lengths: one compile per loop instead of one per batch.
   plain = generate(params, model.config, prompts, GenerateConfig(48, stop_ids=tok.stop_ids))
-  drafters = {"ngram": (NgramDrafter(4, model.config.vocab_size), None)}
-  if DSPARK.is_dir():
-    drafters["dspark"] = load_drafter(DSPARK, model.config, params)
+  drafters = {
+    "ngram": (NgramDrafter(4, model.config.vocab_size), None),
+    "dspark": load_drafter(DSPARK, model.config, params),
+  }
   for name, (drafter, draft_params) in drafters.items():
     spec = speculative_generate(
       params, model.config, drafter, draft_params, prompts, SpecConfig(48, stop_ids=tok.stop_ids)

@@ -38,6 +38,7 @@ def test_a_bf16_folder_without_the_shared_tensors_loads_the_rounded_params(tmp_p
   save_drafter(tmp_path, drafter, dparams, dtype="bfloat16", include_shared=False)
   from safetensors import safe_open
 
+  assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
   with safe_open(tmp_path / "model.safetensors", "flax") as f:
     assert "embed_tokens.weight" not in f.keys() and "lm_head.weight" not in f.keys()
     assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"bfloat16"}
