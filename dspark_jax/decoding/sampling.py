@@ -41,14 +41,18 @@ def filter_logits(logits_BxV: jax.Array, params: SamplingParams) -> jax.Array:
   The order is temperature, then top-k, then top-p on the renormalised top-k distribution (as
   in HF transformers). Ties at a cut-off are all kept.
   """
-  scaled = logits_BxV.astype(jnp.float32) / params.temperature
+  logits = logits_BxV.astype(jnp.float32)
+  scaled = logits / params.temperature
   top_k = params.top_k if 0 < params.top_k < scaled.shape[-1] else 0
   if not top_k and params.top_p >= 1.0:
     return scaled
   if top_k:
-    # A partial top-k instead of a full sort: on CPU, sorting a 49k vocabulary took ~100x
-    # longer than the rest of the filter. The renormalised top-k distribution only needs these.
-    sorted_desc = jax.lax.top_k(scaled, top_k)[0]
+    # A partial top-k instead of a full vocabulary sort (the renormalised top-k distribution
+    # only needs these values). It runs on the unscaled logits and is scaled after (x / T is
+    # monotonic and elementwise, so the values are the same): XLA:CPU made a top-k over
+    # `scaled` as slow as the sort when `scaled` also fed the final `where`
+    # (experiments/bench_sampling_filter.py).
+    sorted_desc = jax.lax.top_k(logits, top_k)[0] / params.temperature
     threshold = sorted_desc[..., top_k - 1]
   else:
     sorted_desc = -jnp.sort(-scaled, axis=-1)
