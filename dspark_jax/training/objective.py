@@ -107,7 +107,8 @@ def eagle3_objective(drafter, params, batch, rng, *, num_steps: int, num_anchors
   the loss is taken on sampled rounds: the same anchors as DSpark (`sample_anchors`), step j of
   the round at anchor a predicting x_{a+j+1}. The three drafters are then trained on the same
   number of supervised predictions per step, and the LM head runs on [B, A] positions per step
-  instead of [B, T]. With num_anchors >= T every round of the full test is kept.
+  instead of [B, T]. With num_anchors >= T every round whose anchor is a candidate is kept (the
+  full test also trains the round anchored at the last prompt token, which DSpark never does).
   """
   hidden = batch["hidden"]
   b, t = batch["tokens"].shape
