@@ -42,6 +42,13 @@ def slot_weights(block_size: int) -> jax.Array:
   return jnp.exp(-jnp.arange(block_size, dtype=jnp.float32) / SLOT_DECAY)
 
 
+def soft_label(log_pd: jax.Array, log_pt: jax.Array) -> jax.Array:
+  """c* = 1 - ½||p_d - p_t||_1 over the last axis (log-probabilities in), under stop-gradient:
+  the probability that the draft's token is accepted. Clipped only against rounding."""
+  l1 = jnp.sum(jnp.abs(jnp.exp(log_pd) - jnp.exp(log_pt)), axis=-1)
+  return jax.lax.stop_gradient(jnp.clip(1.0 - 0.5 * l1, 0.0, 1.0))
+
+
 def slot_terms(
   draft_logits_BxAxGxV: jax.Array,
   target_logits_BxAxGxV: jax.Array,
@@ -57,7 +64,7 @@ def slot_terms(
   log_pt = jax.nn.log_softmax(target_logits_BxAxGxV.astype(jnp.float32), axis=-1)
   ce = -jnp.take_along_axis(log_pd, labels_BxAxG[..., None], axis=-1)[..., 0]
   l1 = jnp.sum(jnp.abs(jnp.exp(log_pd) - jnp.exp(log_pt)), axis=-1)
-  soft = jax.lax.stop_gradient(jnp.clip(1.0 - 0.5 * l1, 0.0, 1.0))
+  soft = soft_label(log_pd, log_pt)
   if confidence_logits_BxAxG is None:
     bce = jnp.zeros_like(ce)
     conf_err = jnp.zeros_like(ce)

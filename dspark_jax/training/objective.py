@@ -123,8 +123,8 @@ def eagle3_objective(drafter, params, batch, rng, *, num_steps: int, num_anchors
       lm_logits(params["frozen"], hidden[rows, pos].astype(jnp.float32), drafter.target)
     )
     valid = picked & valid_JxBxT[j][rows, pos] & (anchors + j < t)
-    soft = 1.0 - 0.5 * jnp.abs(jax.nn.softmax(logits) - jax.nn.softmax(target)).sum(-1)
-    soft = jax.lax.stop_gradient(jnp.where(valid, soft, 0.0))
+    soft = losses.soft_label(jax.nn.log_softmax(logits), jax.nn.log_softmax(target))
+    soft = jnp.where(valid, soft, 0.0)
     step_loss = losses.eagle3_step_loss(logits, target, valid)
     return (
       jnp.zeros((num_steps,)).at[j].set(step_loss),

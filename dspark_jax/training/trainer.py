@@ -25,6 +25,7 @@ import optax
 from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
 from dspark_jax.data.target_cache import TargetCache, online_features
+from dspark_jax.decoding.generate import round_up
 from dspark_jax.drafters.shared import frozen_parts
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
 
@@ -73,7 +74,7 @@ def host_batch(samples, cache: TargetCache | None, indices, max_len: int) -> dic
   b = len(indices)
   rows = [samples[i] if cache is None else cache.sample(int(i)) for i in indices]
   longest = max(len(r.tokens) if cache is None else len(r["input_ids"]) for r in rows)
-  max_len = min(max_len, -(-longest // LENGTH_BUCKET) * LENGTH_BUCKET)
+  max_len = min(max_len, round_up(longest, LENGTH_BUCKET))
   tokens = np.zeros((b, max_len), np.int32)
   mask = np.zeros((b, max_len), np.int32)
   out: dict[str, Any] = {"tokens": tokens, "loss_mask": mask}
