@@ -202,6 +202,9 @@ class TrainConfig:
   adam_eps: float = 1e-8
   anchor_chunk: int = 64  # anchor blocks per loss chunk (memory bound)
   eagle3_steps: int = 7  # training-time-test steps
+  # Train W_c on features divided by their per-dimension RMS; the saved drafter is the same
+  # function with the scale folded into W_c (training/feature_scale.py). Not DeepSpec's.
+  precondition_features: bool = False
   seed: int = 42
   log_every: int = 10
   checkpoint_every: int = 100

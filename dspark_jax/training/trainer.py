@@ -27,6 +27,7 @@ from dspark_jax.config import ModelConfig, TrainConfig
 from dspark_jax.data.target_cache import TargetCache, online_features
 from dspark_jax.decoding.generate import round_up
 from dspark_jax.drafters.shared import frozen_parts
+from dspark_jax.training import feature_scale
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
 
 
@@ -108,12 +109,14 @@ class StepFn:
   def optimizer(self) -> optax.GradientTransformation:
     return make_optimizer(self.config, self.total_steps)
 
-  def loss(self, trainable, frozen, target_params, batch, rng):
+  def loss(self, trainable, frozen, target_params, batch, rng, inv_scale_F=None):
     if self.online:
       feats, hidden = online_features(
         target_params, batch["tokens"], self.target, self.drafter.feature_layers
       )
       batch = {**batch, "features": feats, "hidden": hidden}
+    if inv_scale_F is not None:  # preconditioning (feature_scale.py)
+      batch = {**batch, "features": batch["features"].astype(inv_scale_F.dtype) * inv_scale_F}
     params = {"trainable": trainable, "frozen": frozen}
     if self.drafter.config.kind == "eagle3":
       loss, report = eagle3_objective(
@@ -141,9 +144,9 @@ def step_fn(drafter, target: ModelConfig, config: TrainConfig, online: bool, ste
   return StepFn(drafter, target, dataclasses.replace(config, **bookkeeping), online, steps)
 
 
-def _train_step(fn: StepFn, trainable, opt_state, frozen, target_params, batch, rng):
+def _train_step(fn: StepFn, trainable, opt_state, frozen, target_params, batch, rng, inv_scale):
   (_, metrics), grads = jax.value_and_grad(fn.loss, has_aux=True)(
-    trainable, frozen, target_params, batch, rng
+    trainable, frozen, target_params, batch, rng, inv_scale
   )
   updates, opt_state = fn.optimizer.update(grads, opt_state, trainable)
   trainable = optax.apply_updates(trainable, updates)
@@ -153,6 +156,23 @@ def _train_step(fn: StepFn, trainable, opt_state, frozen, target_params, batch, 
 
 # Module level, so runs with equal StepFn (a resumed run, say) reuse the compiled step.
 _train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2))
+
+
+def measure_feature_scale(
+  samples, cache: TargetCache | None, target_params, target: ModelConfig, layer_ids, max_len: int
+) -> np.ndarray:
+  """Per-dimension RMS [m*D] of the target features over the first samples (all their tokens)."""
+  num = len(samples) if cache is None else cache.num_samples
+  indices = list(range(min(num, feature_scale.NUM_SAMPLES)))
+  if cache is not None:
+    return feature_scale.feature_rms([cache.sample(i)["features"] for i in indices])
+  tokens = host_batch(samples, None, indices, max_len)["tokens"]
+  feats, _ = jax.jit(online_features, static_argnums=(2, 3))(
+    target_params, tokens, target, tuple(layer_ids)
+  )
+  feats = np.asarray(feats, np.float32)
+  lengths = [min(len(samples[i].tokens), tokens.shape[1]) for i in indices]
+  return feature_scale.feature_rms([feats[r, :n] for r, n in enumerate(lengths)])
 
 
 def _to_json(metrics) -> dict:
@@ -177,6 +197,9 @@ def train(
   progress: bool = True,
 ) -> dict:
   """Trains (or resumes) a drafter; returns the final params and the last metrics.
+
+  With `config.precondition_features` the checkpoints hold W_c for rescaled features and the
+  returned params have it folded back (feature_scale.py): save or evaluate the returned ones.
 
   Args:
     samples: training samples (online mode); or `cache` (offline mode) with their features.
@@ -212,6 +235,15 @@ def train(
   if mesh is not None:
     trainable = sharding.shard_drafter_params(drafter, {"trainable": trainable}, mesh)["trainable"]
   opt_state = fn.optimizer.init(trainable)
+  scale = inv_scale = None
+  if config.precondition_features:
+    scale = feature_scale.load_or_measure(
+      out,
+      lambda: measure_feature_scale(
+        samples, cache, target_params, target_config, drafter.feature_layers, config.max_seq_len
+      ),
+    )
+    inv_scale = jax.numpy.asarray(1.0 / scale)
 
   manager = ocp.CheckpointManager(
     (out / "checkpoints").absolute(),
@@ -266,7 +298,7 @@ def train(
         batch = {k: sharding.shard_batch(v, mesh) for k, v in batch.items()}
       rng = jax.random.fold_in(jax.random.key(config.seed), step)
       trainable, opt_state, metrics = _train_step_jit(
-        fn, trainable, opt_state, frozen, target_params, batch, rng
+        fn, trainable, opt_state, frozen, target_params, batch, rng, inv_scale
       )
       if (step + 1) % config.log_every == 0 or step + 1 == end:
         last = {"step": step + 1, "epoch": epoch, **_to_json(metrics)}
@@ -283,6 +315,8 @@ def train(
       bar.update(1)
   bar.close()
   manager.wait_until_finished()
+  if scale is not None:  # checkpoints hold W~; the returned drafter reads raw features
+    trainable = feature_scale.fold_into_fc(trainable, scale)
   return {"trainable": trainable, "frozen": frozen, "metrics": last, "steps": end}
 
 

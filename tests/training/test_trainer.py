@@ -2,12 +2,13 @@
 
 import dataclasses
 
+import jax
 import numpy as np
 import pytest
 
 from dspark_jax.config import TrainConfig
 from dspark_jax.data import target_cache as tc
-from dspark_jax.training import trainer
+from dspark_jax.training import feature_scale, trainer
 from tests.tiny import tiny_model
 from tests.tiny_drafters import make_drafter
 
@@ -41,8 +42,9 @@ def losses_of(out_dir):
   return [(m["step"], m["loss"]) for m in trainer.read_metrics(out_dir)]
 
 
-def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypatch):
-  config, params, drafter, samples, tcfg = setup(tmp_path)
+@pytest.mark.parametrize("precondition", [False, True])
+def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypatch, precondition):
+  config, params, drafter, samples, tcfg = setup(tmp_path, precondition_features=precondition)
   ref_cfg = dataclasses.replace(tcfg, out_dir=str(tmp_path / "ref"))
   ref = trainer.train(ref_cfg, drafter, config, params, samples=samples, progress=False)
   want = losses_of(ref_cfg.out_dir)
@@ -88,6 +90,40 @@ def test_cache_mode_equals_online_mode(tmp_path):
     rtol=1e-5,
   )
   assert online["steps"] == offline["steps"] == 3
+
+
+def test_preconditioning_measures_the_feature_rms_and_exports_the_same_function(tmp_path):
+  config, params, drafter, samples, tcfg = setup(tmp_path, precondition_features=True)
+  tcfg = dataclasses.replace(tcfg, max_steps=2)
+  result = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+
+  # The scale: per-dimension RMS over every token of the first samples, each run unpadded.
+  feats = [
+    np.asarray(tc.online_features(params, np.array([s.tokens]), config, drafter.feature_layers)[0])
+    for s in samples[: feature_scale.NUM_SAMPLES]
+  ]
+  flat = np.concatenate([f[0].astype(np.float64) for f in feats])
+  scale = np.load(tmp_path / "run" / feature_scale.FILE)
+  np.testing.assert_allclose(scale, np.sqrt(np.mean(flat**2, 0)), rtol=1e-5)
+
+  # The returned (folded) drafter on raw features = the trained W~ on rescaled features.
+  folded = result["trainable"]
+  trained = {**folded, "fc": folded["fc"] * scale[:, None]}
+  fn = trainer.step_fn(drafter, config, tcfg, True, 2)
+  batch = trainer.host_batch(samples, None, [0, 1, 2, 3], tcfg.max_seq_len)
+  rng = jax.random.key(3)
+  raw, _ = fn.loss(folded, result["frozen"], params, batch, rng)
+  pre, _ = fn.loss(trained, result["frozen"], params, batch, rng, jax.numpy.asarray(1 / scale))
+  np.testing.assert_allclose(float(raw), float(pre), rtol=1e-5)
+  plain = trainer.train(
+    dataclasses.replace(tcfg, precondition_features=False, out_dir=str(tmp_path / "plain")),
+    drafter,
+    config,
+    params,
+    samples=samples,
+    progress=False,
+  )
+  assert not np.allclose(plain["trainable"]["fc"], folded["fc"])  # the option changes training
 
 
 def test_a_run_folder_with_another_config_is_refused(tmp_path):
