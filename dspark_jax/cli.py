@@ -246,6 +246,15 @@ def _add_train(sub) -> None:
     p.add_argument("config", help="a Python config file, e.g. configs/smollm2_135m.py")
     p.add_argument("overrides", nargs="*", help="key=value: get_config arguments, then fields")
     p.add_argument("--no-progress", action="store_true")
+    if name == "train":
+      p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop after this step (checkpointed; rerun without it to continue the same "
+        "schedule); the drafter is written only when the run is complete",
+      )
 
 
 def _training_inputs(args):
@@ -317,7 +326,23 @@ def _train(args) -> int:
     )
   else:
     inputs["samples"] = _samples(config)
-  result = train(config, drafter, model.config, params, progress=not args.no_progress, **inputs)
+  result = train(
+    config,
+    drafter,
+    model.config,
+    params,
+    progress=not args.no_progress,
+    stop_at=args.stop_at,
+    **inputs,
+  )
+  if result["steps"] < result["total_steps"]:
+    print(
+      f"stopped at step {result['steps']} of {result['total_steps']} (checkpointed in "
+      f"{config.out_dir}; run again without --stop-at to finish); last metrics "
+      f"{result['metrics']}",
+      file=sys.stderr,
+    )
+    return 0
   folder = save_drafter(
     Path(config.out_dir) / "drafter",
     drafter,

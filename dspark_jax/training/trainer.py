@@ -193,6 +193,7 @@ def train(
   cache: TargetCache | None = None,
   init_trainable=None,
   stop_after: int | None = None,
+  stop_at: int | None = None,
   mesh=None,
   progress: bool = True,
 ) -> dict:
@@ -205,6 +206,8 @@ def train(
     samples: training samples (online mode); or `cache` (offline mode) with their features.
     init_trainable: starting trainable params (default: random from the seed).
     stop_after: stop after this many steps of this call (to simulate a kill in tests).
+    stop_at: stop once this step is done (a time-boxed slice of the run: the learning-rate
+      schedule stays the full run's, and a later call continues from the checkpoint).
     mesh: a device mesh (`sharding.make_mesh`): the batch is split over its data axis and the
       drafter's params follow the logical rules; None runs on the default device.
   """
@@ -286,6 +289,7 @@ def train(
     )
 
   end = steps if stop_after is None else min(steps, start + stop_after)
+  end = end if stop_at is None else max(start, min(end, stop_at))
   bar = tqdm(total=steps, initial=start, desc=f"train {drafter.config.kind}", disable=not progress)
   last = {}
   t0 = time.perf_counter()
@@ -317,7 +321,13 @@ def train(
   manager.wait_until_finished()
   if scale is not None:  # checkpoints hold W~; the returned drafter reads raw features
     trainable = feature_scale.fold_into_fc(trainable, scale)
-  return {"trainable": trainable, "frozen": frozen, "metrics": last, "steps": end}
+  return {
+    "trainable": trainable,
+    "frozen": frozen,
+    "metrics": last,
+    "steps": end,
+    "total_steps": steps,
+  }
 
 
 def _tensorboard(out: Path):

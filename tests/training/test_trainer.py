@@ -64,6 +64,8 @@ def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypat
   with pytest.raises(KeyboardInterrupt):
     trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
   monkeypatch.setattr(trainer, "host_batch", real)
+  part = trainer.train(tcfg, drafter, config, params, samples=samples, stop_at=5, progress=False)
+  assert (part["steps"], part["total_steps"]) == (5, 6)  # a time-boxed slice, then the rest
   trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
   assert losses_of(tcfg.out_dir) == want
 
