@@ -9,8 +9,9 @@ the target's chat template, each drafter at each temperature, speculative decodi
 Reported per (drafter, temperature): tau = 1 + accepted drafts per round (the bonus token
 included), and the committed tokens per round (lower: the last round is cut at EOS or at the
 token budget); prefix survival per slot (rounds in which slots 1..k were all accepted / rounds); and
-the conditional acceptance per slot (accepted at k given 1..k-1 accepted). Writes `tau.json` and
-prints a Markdown table.
+the conditional acceptance per slot (accepted at k given 1..k-1 accepted). Writes `tau.json` (rows
+of other drafters already there are kept; a drafter's rows are replaced) and prints a Markdown
+table.
 """
 
 from __future__ import annotations
@@ -75,7 +76,11 @@ def main(argv=None) -> int:
   params = jax.device_put(model.params)
   tok = model.tokenizer
   prompts = holdout_prompts(tok, args.prompts, args.max_prompt_tokens)
-  results = []
+  out = Path(args.out)
+  out.mkdir(parents=True, exist_ok=True)
+  # Rows of earlier runs stay (a drafter evaluated alone joins the others' table); each row is
+  # written as soon as it is measured, so a killed evaluation keeps what it finished.
+  results = json.loads((out / "tau.json").read_text()) if (out / "tau.json").is_file() else []
   for spec_name in args.drafter:
     name, folder = spec_name.split("=", 1)
     drafter, draft_params = load_drafter(folder, model.config, params)
@@ -110,12 +115,14 @@ def main(argv=None) -> int:
         "seconds": time.perf_counter() - start,
         **acceptance_summary(*(np.concatenate(stats[k]) for k in stats)),
       }
-      results.append(row)
+      results = [r for r in results if (r["drafter"], r["temperature"]) != (name, temperature)] + [
+        row
+      ]
+      tmp = out / "tau.json.tmp"
+      tmp.write_text(json.dumps(results, indent=2) + "\n")
+      tmp.replace(out / "tau.json")
       print(f"{name} T={temperature}: tau {row['tau']:.3f} ({row['rounds']} rounds)", flush=True)
 
-  out = Path(args.out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "tau.json").write_text(json.dumps(results, indent=2) + "\n")
   print("\n| drafter | T | tau | prefix survival, slots 1-3 |\n|---|---|---|---|")
   for r in results:
     survival = ", ".join(f"{x:.2f}" for x in r["prefix_survival"][:3])
