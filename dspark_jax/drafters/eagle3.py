@@ -130,6 +130,27 @@ def ttt_attend(q_BxTxHxK, keys, values, scale: float):
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, k)
 
 
+def round_attend(q_BxAxHxK, keys0, values0, anchors_BxA, own_keys, own_values, scale: float):
+  """Step j = len(own_keys) of the rounds anchored at `anchors` (queries [B, A, H, K]): each sees
+  the step-0 keys/values [B, N, T, K] at positions <= its anchor and its own round's entries of
+  steps 1..j ([B, N, A, K] each), as `ttt_attend` does at the rounds' positions."""
+  b, a, h, k = q_BxAxHxK.shape
+  n, t = keys0.shape[1], keys0.shape[2]
+  q = q_BxAxHxK.reshape(b, a, n, h // n, k).transpose(0, 2, 3, 1, 4)  # [B, N, G, A, K]
+  seen = jnp.arange(t)[None, None, :] <= anchors_BxA[:, :, None]  # [B, A, T]
+  scores = jnp.einsum("bngak,bntk->bngat", q, keys0, preferred_element_type=jnp.float32)
+  scores = [jnp.where(seen[:, None, None], scores, -jnp.inf)]
+  for k_s in own_keys:
+    scores.append(
+      jnp.einsum("bngak,bnak->bnga", q, k_s, preferred_element_type=jnp.float32)[..., None]
+    )
+  probs = jax.nn.softmax(jnp.concatenate(scores, -1) * scale, axis=-1).astype(values0.dtype)
+  out = jnp.einsum("bngat,bntk->bngak", probs[..., :t], values0)
+  for s_, v_s in enumerate(own_values):
+    out = out + probs[..., t + s_, None] * v_s[:, :, None]
+  return out.transpose(0, 3, 1, 2, 4).reshape(b, a, h, k)
+
+
 def _shift_right(x_BxTxD):
   """Position i gets x[i - 1]; position 0 gets zeros (no token precedes it)."""
   return jnp.pad(x_BxTxD, ((0, 0), (1, 0), (0, 0)))[:, :-1]
@@ -211,6 +232,40 @@ class Eagle3Drafter(TrainedDrafter):
         hidden = _shift_right(out)
       if reduce is None:
         return jnp.stack(results)
+      return jax.tree.map(lambda *xs: sum(xs), *results)
+
+    return nn.apply(run, self.model)({"params": params["trainable"]})
+
+  def train_rounds(self, params, tokens_BxT, features_BxTxF, anchors_BxA, num_steps: int, reduce):
+    """The training-time test of the rounds anchored at `anchors` only: the sum over steps j of
+    `reduce(j, normed_BxAxD)`, step j's final-normed hidden states at positions anchors + j (the
+    LM head turns them into predictions of x_{a+j+1}). Equals `train_forward` gathered there.
+
+    Step 0 runs over every position (its entries are the cache the rounds read); steps >= 1 run
+    on [B, A] positions instead of [B, T], which is most of the test's cost when A << T. Rounds
+    running past the end are clipped to position T - 1: mask them in `reduce`.
+    """
+    b, t = tokens_BxT.shape
+    frozen = params["frozen"]
+    rows = jnp.arange(b)[:, None]
+    positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+
+    def run(model):
+      emb = embed(frozen, tokens_BxT, self.target)
+      hidden = _shift_right(model.project(features_BxTxF))
+      q, keys0, values0 = model.qkv(emb, hidden, positions)
+      out, normed = model.finish(ttt_attend(q, [keys0], [values0], model.c.scale), hidden)
+      hidden, normed = out[rows, anchors_BxA], normed[rows, anchors_BxA]  # [B, A, D]
+      own_keys, own_values, results = [], [], []
+      for j in range(num_steps):
+        if j:
+          pos = jnp.minimum(anchors_BxA + j, t - 1)
+          q, k, v = model.qkv(emb[rows, pos], hidden, pos)
+          own_keys.append(k)
+          own_values.append(v)
+          attn = round_attend(q, keys0, values0, anchors_BxA, own_keys, own_values, model.c.scale)
+          hidden, normed = model.finish(attn, hidden)
+        results.append(jax.checkpoint(lambda normed, j=j: reduce(j, normed))(normed))
       return jax.tree.map(lambda *xs: sum(xs), *results)
 
     return nn.apply(run, self.model)({"params": params["trainable"]})

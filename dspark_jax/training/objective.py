@@ -103,11 +103,10 @@ class Eagle3Report(NamedTuple):
 def eagle3_objective(drafter, params, batch, rng, *, num_steps: int, num_anchors: int):
   """(loss, Eagle3Report) of Eagle3's training-time test on a batch.
 
-  The test runs over every position (step j's inputs are step j - 1's outputs everywhere), but
-  the loss is taken on sampled rounds: the same anchors as DSpark (`sample_anchors`), step j of
+  The loss is taken on sampled rounds: the same anchors as DSpark (`sample_anchors`), step j of
   the round at anchor a predicting x_{a+j+1}. The three drafters are then trained on the same
-  number of supervised predictions per step, and the LM head runs on [B, A] positions per step
-  instead of [B, T]. With num_anchors >= T every round whose anchor is a candidate is kept (the
+  number of supervised predictions per step, and both the LM head and the test's steps >= 1 run
+  on [B, A] positions instead of [B, T] (`Eagle3Drafter.train_rounds`). With num_anchors >= T every round whose anchor is a candidate is kept (the
   full test also trains the round anchored at the last prompt token, which DSpark never does).
   """
   hidden = batch["hidden"]
@@ -116,9 +115,9 @@ def eagle3_objective(drafter, params, batch, rng, *, num_steps: int, num_anchors
   valid_JxBxT = losses.eagle3_valid(batch["loss_mask"], num_steps)
   rows = jnp.arange(b)[:, None]
 
-  def reduce(j, normed_BxTxD):
+  def reduce(j, normed_BxAxD):
     pos = jnp.clip(anchors + j, 0, t - 1)  # [B, A]
-    logits = lm_logits(params["frozen"], normed_BxTxD[rows, pos], drafter.target)
+    logits = lm_logits(params["frozen"], normed_BxAxD, drafter.target)
     target = jax.lax.stop_gradient(
       lm_logits(params["frozen"], hidden[rows, pos].astype(jnp.float32), drafter.target)
     )
@@ -132,8 +131,8 @@ def eagle3_objective(drafter, params, batch, rng, *, num_steps: int, num_anchors
       jnp.zeros((num_steps, *anchors.shape), bool).at[j].set(valid),
     )
 
-  per_step, soft_JxBxA, valid_JxBxA = drafter.train_forward(
-    params, batch["tokens"], batch["features"], num_steps, reduce=reduce
+  per_step, soft_JxBxA, valid_JxBxA = drafter.train_rounds(
+    params, batch["tokens"], batch["features"], anchors, num_steps, reduce
   )
   decay = losses.EAGLE3_STEP_DECAY ** jnp.arange(num_steps, dtype=jnp.float32)
   loss = jnp.sum(decay * per_step)
