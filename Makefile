@@ -26,7 +26,7 @@ demo: install
 # Two workers, whole files per worker (tests in a file share compiled functions): on 2 cores
 # this takes the suite from ~17 to ~12 minutes, because compilation is mostly single-threaded.
 test: install-test
-	$(PYTHON) -m pytest -q -n 2 --dist loadfile
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=15
 
 lint:
 	$(PYTHON) -m ruff format --check .

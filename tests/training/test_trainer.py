@@ -42,9 +42,8 @@ def losses_of(out_dir):
   return [(m["step"], m["loss"]) for m in trainer.read_metrics(out_dir)]
 
 
-@pytest.mark.parametrize("precondition", [False, True])
-def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypatch, precondition):
-  config, params, drafter, samples, tcfg = setup(tmp_path, precondition_features=precondition)
+def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypatch):
+  config, params, drafter, samples, tcfg = setup(tmp_path)
   ref_cfg = dataclasses.replace(tcfg, out_dir=str(tmp_path / "ref"))
   ref = trainer.train(ref_cfg, drafter, config, params, samples=samples, progress=False)
   want = losses_of(ref_cfg.out_dir)
@@ -94,10 +93,11 @@ def test_cache_mode_equals_online_mode(tmp_path):
   assert online["steps"] == offline["steps"] == 3
 
 
-def test_preconditioning_measures_the_feature_rms_and_exports_the_same_function(tmp_path):
+def test_preconditioned_training_rescales_features_resumes_and_exports_the_same_function(tmp_path):
   config, params, drafter, samples, tcfg = setup(tmp_path, precondition_features=True)
   tcfg = dataclasses.replace(tcfg, max_steps=2)
   result = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+  want = losses_of(tcfg.out_dir)
 
   # The scale: per-dimension RMS over every token of the first samples, each run unpadded.
   feats = [
@@ -108,24 +108,31 @@ def test_preconditioning_measures_the_feature_rms_and_exports_the_same_function(
   scale = np.load(tmp_path / "run" / feature_scale.FILE)
   np.testing.assert_allclose(scale, np.sqrt(np.mean(flat**2, 0)), rtol=1e-5)
 
+  # Step 1 trained on rescaled features: its logged loss is the initial params' loss on x / s.
+  fn = trainer.step_fn(drafter, config, tcfg, True, 2)
+  indices, _ = trainer.batch_indices(0, len(samples), tcfg.batch_size, tcfg.seed)
+  batch = trainer.host_batch(samples, None, indices, tcfg.max_seq_len)
+  rng = jax.random.fold_in(jax.random.key(tcfg.seed), 0)
+  init = drafter.init_trainable(jax.random.key(tcfg.seed))
+  inv = jax.numpy.asarray(1 / scale)
+  np.testing.assert_allclose(
+    fn.loss(init, result["frozen"], params, batch, rng, inv)[0], want[0][1], rtol=1e-5
+  )
+  assert abs(float(fn.loss(init, result["frozen"], params, batch, rng)[0]) - want[0][1]) > 1e-4
+
   # The returned (folded) drafter on raw features = the trained W~ on rescaled features.
   folded = result["trainable"]
   trained = {**folded, "fc": folded["fc"] * scale[:, None]}
-  fn = trainer.step_fn(drafter, config, tcfg, True, 2)
-  batch = trainer.host_batch(samples, None, [0, 1, 2, 3], tcfg.max_seq_len)
-  rng = jax.random.key(3)
   raw, _ = fn.loss(folded, result["frozen"], params, batch, rng)
-  pre, _ = fn.loss(trained, result["frozen"], params, batch, rng, jax.numpy.asarray(1 / scale))
+  pre, _ = fn.loss(trained, result["frozen"], params, batch, rng, inv)
   np.testing.assert_allclose(float(raw), float(pre), rtol=1e-5)
-  plain = trainer.train(
-    dataclasses.replace(tcfg, precondition_features=False, out_dir=str(tmp_path / "plain")),
-    drafter,
-    config,
-    params,
-    samples=samples,
-    progress=False,
-  )
-  assert not np.allclose(plain["trainable"]["fc"], folded["fc"])  # the option changes training
+
+  # A run stopped after step 1 resumes with the stored scale to the same losses and drafter.
+  again = dataclasses.replace(tcfg, out_dir=str(tmp_path / "again"))
+  trainer.train(again, drafter, config, params, samples=samples, stop_at=1, progress=False)
+  resumed = trainer.train(again, drafter, config, params, samples=samples, progress=False)
+  assert losses_of(again.out_dir) == want
+  np.testing.assert_allclose(resumed["trainable"]["fc"], folded["fc"], rtol=1e-6)
 
 
 def test_a_run_folder_with_another_config_is_refused(tmp_path):
