@@ -202,6 +202,11 @@ class TrainConfig:
   adam_eps: float = 1e-8
   anchor_chunk: int = 64  # anchor blocks per loss chunk (memory bound)
   eagle3_steps: int = 7  # training-time-test steps
+  # Start the drafter's final-norm scale at the target's instead of at 1. The norm fixes the RMS
+  # of the hidden state the shared LM head reads, so it bounds how sharp the drafter's
+  # distributions can be; SmolLM2's is about 1.8 and Adam moves a weight by about the learning
+  # rate per step, so from 1 a short run never gets there. An init only; DeepSpec starts at 1.
+  final_norm_from_target: bool = False
   # Train W_c on features divided by their per-dimension RMS; the saved drafter is the same
   # function with the scale folded into W_c (training/feature_scale.py). Not DeepSpec's.
   precondition_features: bool = False

@@ -40,3 +40,9 @@ def lm_logits(frozen: dict, hidden: jax.Array, target: ModelConfig) -> jax.Array
     cap = target.final_logit_softcap
     logits = jnp.tanh(logits / cap) * cap
   return logits
+
+
+def final_norm_scale(target_params, target: ModelConfig) -> jax.Array:
+  """The target's effective final-norm scale [D] (Gemma stores w and applies 1 + w)."""
+  scale = jnp.asarray(target_params["final_norm"]["scale"], jnp.float32)
+  return scale + 1.0 if target.gemma_style else scale

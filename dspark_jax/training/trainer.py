@@ -26,7 +26,7 @@ from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
 from dspark_jax.data.target_cache import TargetCache, online_features
 from dspark_jax.decoding.generate import round_up
-from dspark_jax.drafters.shared import frozen_parts
+from dspark_jax.drafters.shared import final_norm_scale, frozen_parts
 from dspark_jax.training import feature_scale
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
 
@@ -158,6 +158,17 @@ def _train_step(fn: StepFn, trainable, opt_state, frozen, target_params, batch, 
 _train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2))
 
 
+def initial_trainable(drafter, config: TrainConfig, target_params, target: ModelConfig):
+  """Random trainable params from the seed; with `final_norm_from_target`, the final norm's
+  scale starts at the target's effective one."""
+  trainable = drafter.init_trainable(jax.random.key(config.seed))
+  if not config.final_norm_from_target:
+    return trainable
+  old = trainable["final_norm"]["scale"]
+  norm = final_norm_scale(target_params, target).astype(old.dtype)
+  return {**trainable, "final_norm": {**trainable["final_norm"], "scale": norm}}
+
+
 def measure_feature_scale(
   samples, cache: TargetCache | None, target_params, target: ModelConfig, layer_ids, max_len: int
 ) -> np.ndarray:
@@ -234,7 +245,7 @@ def train(
   frozen = frozen_parts(target_params, target_config)
   trainable = init_trainable
   if trainable is None:
-    trainable = drafter.init_trainable(jax.random.key(config.seed))
+    trainable = initial_trainable(drafter, config, target_params, target_config)
   if mesh is not None:
     trainable = sharding.shard_drafter_params(drafter, {"trainable": trainable}, mesh)["trainable"]
   opt_state = fn.optimizer.init(trainable)

@@ -135,6 +135,19 @@ def test_preconditioned_training_rescales_features_resumes_and_exports_the_same_
   np.testing.assert_allclose(resumed["trainable"]["fc"], folded["fc"], rtol=1e-6)
 
 
+@pytest.mark.parametrize("family", ["qwen3", "gemma3"])
+def test_final_norm_from_target_starts_at_the_targets_effective_scale(tmp_path, family):
+  config, params = tiny_model(family)
+  params = {**params, "final_norm": {"scale": jax.numpy.linspace(-0.5, 2.0, config.hidden_size)}}
+  drafter = make_drafter("dflash", config, num_layers=1, target_layer_ids=(-1, 0))
+  tcfg = TrainConfig(draft=drafter.config, final_norm_from_target=True)
+  got = trainer.initial_trainable(drafter, tcfg, params, config)["final_norm"]["scale"]
+  want = np.linspace(-0.5, 2.0, config.hidden_size) + (1.0 if family == "gemma3" else 0.0)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  plain = trainer.initial_trainable(drafter, TrainConfig(draft=drafter.config), params, config)
+  np.testing.assert_array_equal(plain["final_norm"]["scale"], np.ones(config.hidden_size))
+
+
 def test_a_run_folder_with_another_config_is_refused(tmp_path):
   config, params, drafter, samples, tcfg = setup(tmp_path)
   trainer.train(
