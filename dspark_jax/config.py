@@ -201,6 +201,9 @@ class TrainConfig:
   adam_b2: float = 0.999
   adam_eps: float = 1e-8
   anchor_chunk: int = 64  # anchor blocks per loss chunk (memory bound)
+  # Recompute each loss chunk in the backward pass (memory bounded by one chunk); False keeps
+  # them all, as much memory as the unchunked loss, for about a third less LM-head work.
+  remat_loss: bool = True
   eagle3_steps: int = 7  # training-time-test steps
   # Start the drafter's final-norm scale at the target's instead of at 1. The norm fixes the RMS
   # of the hidden state the shared LM head reads, so it bounds how sharp the drafter's

@@ -236,14 +236,17 @@ class Eagle3Drafter(TrainedDrafter):
 
     return nn.apply(run, self.model)({"params": params["trainable"]})
 
-  def train_rounds(self, params, tokens_BxT, features_BxTxF, anchors_BxA, num_steps: int, reduce):
+  def train_rounds(
+    self, params, tokens_BxT, features_BxTxF, anchors_BxA, num_steps: int, reduce, remat=True
+  ):
     """The training-time test of the rounds anchored at `anchors` only: the sum over steps j of
     `reduce(j, normed_BxAxD)`, step j's final-normed hidden states at positions anchors + j (the
     LM head turns them into predictions of x_{a+j+1}). Equals `train_forward` gathered there.
 
     Step 0 runs over every position (its entries are the cache the rounds read); steps >= 1 run
     on [B, A] positions instead of [B, T], which is most of the test's cost when A << T. Rounds
-    running past the end are clipped to position T - 1: mask them in `reduce`.
+    running past the end are clipped to position T - 1: mask them in `reduce`. Each `reduce` is
+    recomputed in the backward pass (`jax.checkpoint`) unless remat=False.
     """
     b, t = tokens_BxT.shape
     frozen = params["frozen"]
@@ -265,7 +268,8 @@ class Eagle3Drafter(TrainedDrafter):
           own_values.append(v)
           attn = round_attend(q, keys0, values0, anchors_BxA, own_keys, own_values, model.c.scale)
           hidden, normed = model.finish(attn, hidden)
-        results.append(jax.checkpoint(lambda normed, j=j: reduce(j, normed))(normed))
+        step = lambda normed, j=j: reduce(j, normed)
+        results.append((jax.checkpoint(step) if remat else step)(normed))
       return jax.tree.map(lambda *xs: sum(xs), *results)
 
     return nn.apply(run, self.model)({"params": params["trainable"]})

@@ -126,6 +126,7 @@ class StepFn:
         rng,
         num_steps=self.config.eagle3_steps,
         num_anchors=self.drafter.config.num_anchors,
+        remat=self.config.remat_loss,
       )
       return loss, report._asdict()
     loss, report = dspark_objective(
@@ -135,6 +136,7 @@ class StepFn:
       rng,
       num_anchors=self.drafter.config.num_anchors,
       anchor_chunk=self.config.anchor_chunk,
+      remat=self.config.remat_loss,
     )
     return loss, report._asdict()
 

@@ -51,17 +51,18 @@ def test_chunked_terms_and_gradients_equal_unchunked():
   batch = batch_for(config, params, drafter)
   anchors, valid = sample_anchors(jax.random.key(0), batch["loss_mask"], 6)
 
-  def loss(trainable, chunk):
-    terms = block_terms(drafter, {**dparams, "trainable": trainable}, batch, anchors, valid, chunk)
-    return losses.dspark_loss(terms).loss
+  def loss(trainable, chunk, remat):
+    p = {**dparams, "trainable": trainable}
+    return losses.dspark_loss(block_terms(drafter, p, batch, anchors, valid, chunk, remat)).loss
 
-  value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
-  whole, g_whole = value_and_grad(dparams["trainable"], 6)
-  parts, g_parts = value_and_grad(dparams["trainable"], 4)  # 2 chunks, one padded
-  np.testing.assert_allclose(parts, whole, rtol=1e-6)
-  jax.tree.map(
-    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g_parts, g_whole
-  )
+  value_and_grad = jax.jit(jax.value_and_grad(loss), static_argnums=(1, 2))
+  whole, g_whole = value_and_grad(dparams["trainable"], 6, True)
+  for remat in (True, False):
+    parts, g_parts = value_and_grad(dparams["trainable"], 4, remat)  # 2 chunks, one padded
+    np.testing.assert_allclose(parts, whole, rtol=1e-6)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g_parts, g_whole
+    )
 
 
 def test_dspark_objective_equals_the_loss_of_train_forward_logits():
@@ -129,3 +130,11 @@ def test_eagle3_objective_equals_a_float64_loop_over_its_rounds():
     dparams["trainable"]
   )
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(grads))
+  kept = lambda tr: eagle3_objective(
+    drafter, {**dparams, "trainable": tr}, batch, rng, num_steps=3, num_anchors=4, remat=False
+  )[0]
+  jax.tree.map(  # without rematerialisation: the same gradients
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7),
+    jax.jit(jax.grad(kept))(dparams["trainable"]),
+    grads,
+  )
