@@ -22,10 +22,10 @@ stage regenerate dspark-jax regenerate --model smollm2-135m --out "$DATA" --spli
   --limit "$LIMIT" --max-new-tokens 256 --batch-size 16 --no-progress
 stage cache dspark-jax cache configs/smollm2_135m.py regenerated="$DATA" feature_cache="$CACHE" \
   --no-progress
+# Each drafter is evaluated as soon as it is trained (rows accumulate in tau.json).
 for drafter in dspark dflash eagle3; do
   stage "train_$drafter" dspark-jax train configs/smollm2_135m.py drafter=$drafter \
     regenerated="$DATA" feature_cache="$CACHE" --no-progress
+  stage "eval_$drafter" python experiments/eval_holdout_tau.py \
+    --drafter $drafter=runs/smollm2_$drafter/drafter --out results/smollm2_holdout_tau
 done
-stage eval python experiments/eval_holdout_tau.py \
-  --drafter dspark=runs/smollm2_dspark/drafter --drafter dflash=runs/smollm2_dflash/drafter \
-  --drafter eagle3=runs/smollm2_eagle3/drafter --out results/smollm2_holdout_tau
