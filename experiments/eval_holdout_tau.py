@@ -6,10 +6,11 @@
 
 The first N prompts of the ShareGPT holdout split (never trained on) that fit the prompt budget,
 the target's chat template, each drafter at each temperature, speculative decoding in batches.
-Reported per (drafter, temperature): tau = 1 + accepted drafts per round (the bonus token
-included), and the committed tokens per round (lower: the last round is cut at EOS or at the
-token budget); prefix survival per slot (rounds in which slots 1..k were all accepted / rounds); and
-the conditional acceptance per slot (accepted at k given 1..k-1 accepted). Writes `tau.json` (rows
+Reported per (drafter, temperature), as `dspark_jax.eval.acceptance` defines them: tau (tokens per
+round, the bonus included; the round reaching EOS counts only its accepted drafts), tau_all_bonus
+(1 + accepted drafts per round, the bonus counted in every round: session 3's definition, kept to
+compare with results/smollm2_holdout_tau_v1), committed tokens per round, verify rate, prefix
+survival and conditional acceptance per slot. Writes `tau.json` (rows
 of other drafters already there are kept; a drafter's rows are replaced) and prints a Markdown
 table.
 """
@@ -39,21 +40,6 @@ def holdout_prompts(tokenizer, count: int, max_prompt_tokens: int) -> list[tuple
   raise ValueError(f"only {len(chosen)} holdout prompts fit {max_prompt_tokens} tokens")
 
 
-def acceptance_summary(rounds, committed, admitted_BxG, accepted_BxG) -> dict:
-  """tau, prefix survival and conditional acceptance per slot from summed loop statistics."""
-  rounds = float(np.sum(rounds))
-  accepted = np.asarray(accepted_BxG, np.float64).sum(0)
-  admitted = np.asarray(admitted_BxG, np.float64).sum(0)
-  before = np.concatenate([[rounds], accepted[:-1]])  # rounds with slots before k all accepted
-  return {
-    "tau": 1.0 + float(accepted.sum()) / max(rounds, 1.0),
-    "committed_per_round": float(np.sum(committed)) / max(rounds, 1.0),
-    "rounds": int(rounds),
-    "prefix_survival": (accepted / max(rounds, 1.0)).tolist(),
-    "conditional_acceptance": (accepted / np.maximum(np.minimum(before, admitted), 1.0)).tolist(),
-  }
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m")
@@ -69,6 +55,7 @@ def main(argv=None) -> int:
 
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
+  from dspark_jax.eval.acceptance import acceptance_metrics
   from dspark_jax.io.deepspec import load_drafter
   from dspark_jax.io.load import load_model
 
@@ -90,7 +77,7 @@ def main(argv=None) -> int:
       spec = SpecConfig(
         args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0
       )
-      stats = {"rounds": [], "committed": [], "admitted": [], "accepted": []}
+      stats = {k: [] for k in ("rounds", "counted", "committed", "admitted", "accepted", "reached")}
       start = time.perf_counter()
       for first in range(0, len(prompts), args.batch_size):
         chunk = prompts[first : first + args.batch_size]
@@ -113,8 +100,9 @@ def main(argv=None) -> int:
         "prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens,
         "seconds": time.perf_counter() - start,
-        **acceptance_summary(*(np.concatenate(stats[k]) for k in stats)),
+        **acceptance_metrics(*(np.concatenate(stats[k]) for k in stats)),
       }
+      row["tau_all_bonus"] = 1.0 + float(np.concatenate(stats["accepted"]).sum()) / row["rounds"]
       results = [r for r in results if (r["drafter"], r["temperature"]) != (name, temperature)] + [
         row
       ]

@@ -43,7 +43,11 @@ class SpecStats:
   rounds: jax.Array  # [B] rounds run while the row was active
   admitted: jax.Array  # [B, G] rounds in which slot k was verified
   accepted: jax.Array  # [B, G] rounds in which slot k was accepted (all before it too)
+  reached: jax.Array  # [B, G] rounds in which slot k was verified with all before it accepted
   committed: jax.Array  # [B] tokens committed by rounds (the prefill's first token excluded)
+  # [B] tokens the rounds count toward tau: accepted drafts plus the bonus token, except that a
+  # round reaching a stop token counts only its accepted drafts, up to the stop (dspark.md 4).
+  counted: jax.Array
 
 
 @struct.dataclass
@@ -107,9 +111,8 @@ def spec_prefill(
   stopped = _stop_index(first[:, None], jnp.ones_like(prompt_lens_B), spec.stop_ids) == 0
   done = stopped | (spec.max_new_tokens <= 1) | (prompt_lens_B + g + 1 > cache.capacity)
   zeros_b = jnp.zeros((batch,), jnp.int32)
-  stats = SpecStats(
-    zeros_b, jnp.zeros((batch, g), jnp.int32), jnp.zeros((batch, g), jnp.int32), zeros_b
-  )
+  zeros_bg = jnp.zeros((batch, g), jnp.int32)
+  stats = SpecStats(zeros_b, zeros_bg, zeros_bg, zeros_bg, zeros_b, zeros_b)
   return SpecState(
     tokens,
     jnp.ones((batch,), jnp.int32),
@@ -214,7 +217,11 @@ def spec_decode(
       rounds=st.rounds + active.astype(jnp.int32),
       admitted=st.admitted + admitted_k.astype(jnp.int32),
       accepted=st.accepted + accepted_k.astype(jnp.int32),
+      reached=st.reached
+      + (admitted_k & (jnp.arange(g)[None] <= num_acc[:, None])).astype(jnp.int32),
       committed=st.committed + count,
+      counted=st.counted
+      + jnp.where(active, jnp.where(hit_stop, jnp.minimum(num_acc, stop_at + 1), num_acc + 1), 0),
     )
     anchor = jnp.where(active, next_token, s.anchor)
     s = s.replace(
@@ -243,7 +250,9 @@ class SpecResult:
   rounds: np.ndarray  # [B]
   admitted: np.ndarray  # [B, G]
   accepted: np.ndarray  # [B, G]
+  reached: np.ndarray  # [B, G]
   committed: np.ndarray  # [B]
+  counted: np.ndarray  # [B] tokens counted toward tau (see SpecStats)
   prefill_seconds: float
   decode_seconds: float
   compile_seconds: float
@@ -359,7 +368,9 @@ def speculative_generate(
     st.rounds,
     st.admitted,
     st.accepted,
+    st.reached,
     st.committed,
+    st.counted,
     prefill_seconds,
     decode_seconds,
     compile_seconds,
