@@ -37,6 +37,22 @@ def test_regenerate_flags_reach_the_settings_by_name(flags, message, tmp_path, c
   assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (["--benchmarks", "no-such-benchmark"], "benchmark file not found"),
+    (["--cap", "gsm8k=0"], "--cap takes NAME=N with N >= 1"),
+    (["--cap", "gsm8k"], "--cap takes NAME=N"),
+    (["--limit", "0"], "--limit must be >= 1"),
+    (["--temperature", "-0.5"], "temperature must be >= 0"),
+  ],
+)
+def test_eval_flags_give_one_clear_error(flags, message, capsys):
+  assert main(["eval", "--drafter", "ngram", "--benchmarks", "gsm8k", *flags]) == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+
+
 @pytest.mark.real_model
 def test_demo_answers_the_capital_of_france(capsys):
   argv = ["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"]
