@@ -51,6 +51,16 @@ class SpecStats:
 
 
 @struct.dataclass
+class RoundTrace:
+  """What each round proposed and what survived, for calibration: column r of a row is that
+  row's r-th round; columns after its last round keep the fill (NaN, -1)."""
+
+  confidence: jax.Array  # [B, R, G] float32 the proposal's per-slot confidence (NaN: none)
+  verified: jax.Array  # [B, R] int32 slots verified (-1: no round)
+  accepted: jax.Array  # [B, R] int32 drafts accepted
+
+
+@struct.dataclass
 class SpecState:
   tokens: jax.Array  # [B, N] generated tokens, N = max_new_tokens
   num_generated: jax.Array  # [B]
@@ -62,6 +72,7 @@ class SpecState:
   request_ids: jax.Array  # [B]
   seed: jax.Array  # []
   stats: SpecStats
+  trace: RoundTrace | None = None  # recorded only when asked (speculative_generate(trace=True))
 
 
 def _stop_index(block_BxK: jax.Array, count_B: jax.Array, stop_ids) -> jax.Array:
@@ -88,6 +99,7 @@ def spec_prefill(
   target_config: ModelConfig,
   drafter,
   spec: SpecConfig,
+  trace: bool = False,
 ) -> SpecState:
   """Target prefill (with the drafter's feature layers), first token, drafter state."""
   batch = prompts_BxP.shape[0]
@@ -113,6 +125,14 @@ def spec_prefill(
   zeros_b = jnp.zeros((batch,), jnp.int32)
   zeros_bg = jnp.zeros((batch, g), jnp.int32)
   stats = SpecStats(zeros_b, zeros_bg, zeros_bg, zeros_bg, zeros_b, zeros_b)
+  rounds = spec.max_new_tokens  # every round commits at least one token
+  record = None
+  if trace:
+    record = RoundTrace(
+      jnp.full((batch, rounds, g), jnp.nan, jnp.float32),
+      jnp.full((batch, rounds), -1, jnp.int32),
+      jnp.full((batch, rounds), -1, jnp.int32),
+    )
   return SpecState(
     tokens,
     jnp.ones((batch,), jnp.int32),
@@ -124,6 +144,7 @@ def spec_prefill(
     request_ids_B,
     seed,
     stats,
+    record,
   )
 
 
@@ -223,6 +244,17 @@ def spec_decode(
       counted=st.counted
       + jnp.where(active, jnp.where(hit_stop, jnp.minimum(num_acc, stop_at + 1), num_acc + 1), 0),
     )
+    record = s.trace
+    if record is not None:
+      col = jnp.where(active, st.rounds, record.verified.shape[1])  # out of range: dropped
+      rows_b = jnp.arange(col.shape[0])
+      conf = proposal.confidence
+      conf = jnp.full((col.shape[0], g), jnp.nan) if conf is None else conf
+      record = RoundTrace(
+        record.confidence.at[rows_b, col].set(conf.astype(jnp.float32), mode="drop"),
+        record.verified.at[rows_b, col].set(lengths, mode="drop"),
+        record.accepted.at[rows_b, col].set(num_acc, mode="drop"),
+      )
     anchor = jnp.where(active, next_token, s.anchor)
     s = s.replace(
       tokens=tokens,
@@ -232,6 +264,7 @@ def spec_decode(
       draft_state=draft_state,
       done=done,
       stats=stats,
+      trace=record,
     )
     return rounds + 1, s
 
@@ -240,7 +273,7 @@ def spec_decode(
 
 
 _STATIC = ("target_config", "drafter", "spec")
-_prefill_jit = jax.jit(spec_prefill, static_argnames=_STATIC)
+_prefill_jit = jax.jit(spec_prefill, static_argnames=(*_STATIC, "trace"))
 _decode_jit = jax.jit(spec_decode, static_argnames=_STATIC, donate_argnames=("state",))
 
 
@@ -256,6 +289,7 @@ class SpecResult:
   prefill_seconds: float
   decode_seconds: float
   compile_seconds: float
+  trace: RoundTrace | None = None  # NumPy arrays; with speculative_generate(trace=True)
 
   @property
   def num_tokens(self) -> int:
@@ -285,6 +319,7 @@ def speculative_generate(
   cache_capacity: int | None = None,
   rounds_per_call: int | None = None,
   progress: Any = None,
+  trace: bool = False,
 ) -> SpecResult:
   """Speculative generation for a batch of token prompts of different lengths.
 
@@ -292,6 +327,8 @@ def speculative_generate(
     verify_len: per-row verification length (0..G; default G for every row).
     cache_capacity: KV slots per row (default: longest prompt + budget + G + 1, rounded up to
       64); it must leave room for one verification block after the budget.
+    trace: also return each round's proposal confidences, verified and accepted lengths
+      (`SpecResult.trace`, for calibration); the output is the same either way.
     Other arguments as in `generate.generate`.
 
   Raises:
@@ -336,7 +373,7 @@ def speculative_generate(
     np.uint32(seed),
     verify_len.astype(np.int32),
   )
-  run_prefill, compile_seconds = _compile(_prefill_jit, *args, **static)
+  run_prefill, compile_seconds = _compile(_prefill_jit, *args, **static, trace=trace)
   start = time.perf_counter()
   state = run_prefill(*args)
   jax.block_until_ready(state.anchor)
@@ -374,4 +411,5 @@ def speculative_generate(
     prefill_seconds,
     decode_seconds,
     compile_seconds,
+    None if state.trace is None else jax.tree.map(np.asarray, state.trace),
   )

@@ -118,3 +118,16 @@ def reliability(scores_N, labels_N, num_bins: int = NUM_BINS):
     mean_label = np.bincount(bins, labels, minlength=num_bins) / count
   centres = (np.arange(num_bins) + 0.5) / num_bins
   return centres, mean_score, mean_label, count
+
+
+def rounds_from_trace(trace, draft_len: int):
+  """(confidence logits [N, G], prefix acceptance [N, G]) of the rounds a `RoundTrace` (NumPy,
+  from `speculative_generate(trace=True)`) verified at full length: y_k = 1 iff the round
+  accepted at least k drafts. Shorter verifications would leave later slots unobserved."""
+  full = np.asarray(trace.verified) == draft_len
+  conf = np.asarray(trace.confidence, np.float64)[full]
+  if np.isnan(conf).any():
+    raise ValueError("the drafter reported no confidence (only DSpark's confidence head does)")
+  p = np.clip(conf, 1e-7, 1 - 1e-7)
+  accepted = np.asarray(trace.accepted)[full]
+  return np.log(p) - np.log1p(-p), (np.arange(draft_len)[None] < accepted[:, None]).astype(float)
