@@ -112,6 +112,9 @@ class DraftConfig:
   confidence_with_markov: bool = True  # the confidence head also sees W1[x_{k-1}]
   num_anchors: int = 512  # anchor blocks per training sequence
   intermediate_size: int | None = None  # drafter MLP width; None -> the target's
+  # Sequential Temperature Scaling of the confidence logits, one T per slot (() = none); fitted
+  # by `dspark-jax calibrate` and stored beside the drafter (calibration.json).
+  confidence_temperatures: tuple[float, ...] = ()
 
   def __post_init__(self):
     if self.kind not in DRAFTER_KINDS:
@@ -130,6 +133,13 @@ class DraftConfig:
       raise ValueError(f"markov_rank must be >= 1, got {self.markov_rank}")
     if not self.target_layer_ids:
       raise ValueError("target_layer_ids must name at least one target layer")
+    temps = self.confidence_temperatures
+    if temps and (len(temps) != self.block_size or min(temps) <= 0):
+      raise ValueError(
+        f"confidence_temperatures needs {self.block_size} positive values, got {list(temps)}"
+      )
+    if temps and not self.confidence_head:
+      raise ValueError("confidence_temperatures need a confidence head")
 
   @property
   def uses_token_table(self) -> bool:

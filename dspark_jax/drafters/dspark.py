@@ -250,7 +250,11 @@ class DSparkDrafter(TrainedDrafter):
         bias, conf, head_state = model.head_step(h[:, k], prev, head_state)
         logits = base[:, k] if bias is None else base[:, k] + bias
         token = choose(k, logits).astype(jnp.int32)
-        conf = jnp.zeros((b,)) if conf is None else jax.nn.sigmoid(conf)
+        if conf is None:
+          conf = jnp.zeros((b,))
+        else:  # STS: slot k's logit over its fitted temperature (order-preserving)
+          temps = self.config.confidence_temperatures
+          conf = jax.nn.sigmoid(conf if not temps else conf / jnp.asarray(temps)[k])
         return (token, head_state), (token, logits, conf)
 
       init = (anchor_tokens.astype(jnp.int32), model.initial_head_state((b,)))

@@ -14,6 +14,7 @@ error: their layer layout is not part of the format description we work from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -97,6 +98,20 @@ def _from_torch(w: np.ndarray, shape: tuple[int, ...], n_in: int) -> np.ndarray:
 
 
 SHARED_TENSORS = ("embed_tokens.weight", "lm_head.weight")  # the target's, never trained
+# Fitted STS temperatures live beside the DeepSpec files, which have no field for them; a folder
+# without it loads uncalibrated.
+CALIBRATION_FILE = "calibration.json"
+
+
+def write_calibration(folder: str | Path, temperatures, report: dict | None = None) -> Path:
+  """Stores per-slot STS temperatures (and the fit's report) with a drafter; `load_drafter`
+  applies them to the confidence head."""
+  path = Path(folder) / CALIBRATION_FILE
+  record = {"confidence_temperatures": [float(t) for t in temperatures], **(report or {})}
+  tmp = path.with_suffix(".json.tmp")
+  tmp.write_text(json.dumps(record, indent=2) + "\n")
+  tmp.replace(path)
+  return path
 
 
 def state_dict(drafter, params) -> dict[str, np.ndarray]:
@@ -272,6 +287,13 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
   cfg = read_config_json(folder)
   get = tensor_getter(folder)
   config = draft_config_from_deepspec(cfg, target, get.names)
+  calibration = folder / CALIBRATION_FILE
+  if calibration.is_file():
+    temps = json.loads(calibration.read_text()).get("confidence_temperatures", [])
+    try:
+      config = dataclasses.replace(config, confidence_temperatures=tuple(map(float, temps)))
+    except ValueError as e:
+      raise CheckpointError(f"{calibration}: {e}") from None
   try:
     drafter = make_drafter(config, target)
   except ValueError as e:

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from dspark_jax.drafters.shared import frozen_parts
-from dspark_jax.io.deepspec import load_drafter, save_drafter
+from dspark_jax.io.deepspec import load_drafter, save_drafter, write_calibration
 from dspark_jax.io.hf import CheckpointError
 from dspark_jax.models.transformer import forward
 from tests.tiny import tiny_model
@@ -55,6 +55,38 @@ def test_a_bf16_folder_without_the_shared_tensors_loads_the_rounded_params(tmp_p
   )
   with pytest.raises(ValueError, match="dtype"):
     save_drafter(tmp_path, drafter, dparams, dtype="float16")
+
+
+def test_stored_sts_temperatures_rescale_only_the_confidence_logits(tmp_path):
+  config, params = target()
+  drafter, dparams = random_drafter("dspark-markov", config, params)
+  save_drafter(tmp_path, drafter, dparams)
+  temps = [0.5, 2.0, 1.0, 3.0][: drafter.draft_len]
+  write_calibration(tmp_path, temps, {"ece_before": [0.1]})
+  calibrated, cparams = load_drafter(tmp_path, config, params)
+  assert calibrated.config.confidence_temperatures == tuple(temps)
+  tokens = jnp.array([[5, 9, 2, 33, 7, 1]])
+  feats = forward(
+    params, tokens, jnp.arange(6)[None], config=config, feature_layers=drafter.feature_layers
+  ).features
+  forced = jnp.array([[3, 4, 5, 6][: drafter.draft_len]])
+
+  def propose(d, p):
+    state = d.init_state(p, feats[:, :5], tokens[:, :5], jnp.array([5]), 32)
+    return d.propose_forced(p, state, tokens[:, 5], jnp.array([5]), forced)
+
+  raw, sts = propose(drafter, dparams), propose(calibrated, cparams)
+  np.testing.assert_allclose(sts.logits, raw.logits, rtol=1e-6)  # proposals unchanged
+  logit = lambda c: np.log(c) - np.log1p(-c)
+  np.testing.assert_allclose(
+    logit(np.asarray(sts.confidence, np.float64)) * np.array(temps),
+    logit(np.asarray(raw.confidence, np.float64)),
+    rtol=1e-3,
+    atol=1e-4,
+  )
+  write_calibration(tmp_path, [1.0])  # wrong length: refused on load
+  with pytest.raises(CheckpointError, match="confidence_temperatures"):
+    load_drafter(tmp_path, config, params)
 
 
 @pytest.mark.parametrize("head", ["gated", "rnn"])
