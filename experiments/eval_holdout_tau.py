@@ -26,20 +26,6 @@ import jax
 import numpy as np
 
 
-def holdout_prompts(tokenizer, count: int, max_prompt_tokens: int) -> list[tuple[str, list[int]]]:
-  from dspark_jax.data import prompts as prompt_data
-
-  _, holdout = prompt_data.split(prompt_data.load_sharegpt())
-  chosen = []
-  for p in holdout:
-    ids = tokenizer.encode_chat(p.chat())
-    if 0 < len(ids) <= max_prompt_tokens:
-      chosen.append((p.id, ids))
-    if len(chosen) == count:
-      return chosen
-  raise ValueError(f"only {len(chosen)} holdout prompts fit {max_prompt_tokens} tokens")
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--model", default="smollm2-135m")
@@ -53,6 +39,7 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default="results/smollm2_holdout_tau")
   args = parser.parse_args(argv)
 
+  from dspark_jax.data.prompts import holdout_token_prompts
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
   from dspark_jax.eval.acceptance import acceptance_metrics
@@ -62,7 +49,7 @@ def main(argv=None) -> int:
   model = load_model(args.model)
   params = jax.device_put(model.params)
   tok = model.tokenizer
-  prompts = holdout_prompts(tok, args.prompts, args.max_prompt_tokens)
+  prompts = holdout_token_prompts(tok, args.prompts, args.max_prompt_tokens)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   # Rows of earlier runs stay (a drafter evaluated alone joins the others' table); each row is

@@ -171,3 +171,26 @@ def load_benchmark(path: str | Path) -> list[Prompt]:
 
 def domain_of(benchmark: str) -> str:
   return DOMAINS.get(benchmark, "other")
+
+
+def holdout_token_prompts(
+  tokenizer, count: int, max_prompt_tokens: int, skip: int = 0
+) -> list[tuple[str, list[int]]]:
+  """(id, chat-template token ids) of ShareGPT holdout prompts (never trained on) that fit
+  `max_prompt_tokens`, in holdout order: the first `skip` that fit are passed over, then
+  `count` are returned.
+
+  Raises:
+    ValueError: fewer than skip + count holdout prompts fit.
+  """
+  _, holdout = split(load_sharegpt())
+  chosen = []
+  for p in holdout:
+    ids = tokenizer.encode_chat(p.chat())
+    if 0 < len(ids) <= max_prompt_tokens:
+      chosen.append((p.id, ids))
+    if len(chosen) == skip + count:
+      return chosen[skip:]
+  raise ValueError(
+    f"only {len(chosen)} holdout prompts fit {max_prompt_tokens} tokens; {skip + count} needed"
+  )
