@@ -53,6 +53,20 @@ def test_eval_flags_give_one_clear_error(flags, message, capsys):
   assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (["--prompts", "0"], "--prompts, --batch-size and --max-new-tokens must be >= 1"),
+    (["--skip", "-1"], "--skip >= 0"),
+    (["--temperature", "-1"], "temperature must be >= 0"),
+  ],
+)
+def test_calibrate_flags_give_one_clear_error(flags, message, capsys):
+  assert main(["calibrate", "--drafter", "/no/such/folder", *flags]) == 2
+  err = capsys.readouterr().err
+  assert message in err and "Traceback" not in err
+
+
 @pytest.mark.real_model
 def test_demo_answers_the_capital_of_france(capsys):
   argv = ["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"]
