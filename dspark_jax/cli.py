@@ -48,6 +48,12 @@ def _add_generate(sub) -> None:
     "--draft-len", type=int, default=4, help="G: draft tokens per round (n-gram drafter)"
   )
   p.add_argument("--ngram", type=int, default=3, help="longest n-gram the n-gram drafter matches")
+  p.add_argument(
+    "--compare-plain",
+    action="store_true",
+    help="with a drafter: also decode the prompts plainly and print both speeds and the speedup "
+    "(greedy: and whether the outputs are identical)",
+  )
 
 
 def _generate(args) -> int:
@@ -60,6 +66,8 @@ def _generate(args) -> int:
     args.drafter = "checkpoint"
   if args.drafter == "checkpoint" and args.drafter_path is None:
     raise ValueError("--drafter checkpoint needs --drafter-path FOLDER")
+  if args.compare_plain and args.drafter == "none":
+    raise ValueError("--compare-plain needs a drafter (--drafter ngram or --drafter-path)")
   if args.drafter != "none" and args.draft_len < 1:
     raise ValueError(f"--draft-len must be >= 1, got {args.draft_len}")
   import jax
@@ -127,6 +135,20 @@ def _generate(args) -> int:
       f"; {name} drafter, G={drafter.draft_len}: "
       f"{result.mean_accepted_length:.2f} tokens per round (bonus included)"
     )
+    if args.compare_plain:
+      gen = GenerateConfig(
+        args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0
+      )
+      plain = generate(params, model.config, prompts, gen, seed=args.seed)
+      same = ""
+      if args.temperature == 0:
+        same = "; outputs identical" if plain.tokens == result.tokens else "; OUTPUTS DIFFER"
+      per_round += (
+        f"\nplain decoding: {plain.num_tokens} tokens in "
+        f"{plain.prefill_seconds + plain.decode_seconds:.2f}s, {plain.tokens_per_second:.1f} "
+        f"tokens/s; with the {name} drafter {result.tokens_per_second:.1f} tokens/s: "
+        f"{result.tokens_per_second / max(plain.tokens_per_second, 1e-9):.2f}x{same}"
+      )
   bar.close()
   for i, tokens in enumerate(result.tokens):
     if len(result.tokens) > 1:

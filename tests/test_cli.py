@@ -14,6 +14,7 @@ from dspark_jax.cli import main
     (["--max-new-tokens", "0"], "max_new_tokens must be >= 1"),
     (["--model", "/no/such/model.gguf"], "does not exist"),
     (["--drafter", "checkpoint"], "needs --drafter-path"),
+    (["--compare-plain"], "--compare-plain needs a drafter"),
   ],
 )
 def test_bad_flags_give_one_clear_error(flags, message, capsys):
