@@ -70,9 +70,11 @@ def run_benchmark(
   stop_ids: tuple[int, ...] = (),
   pad_id: int = 0,
   progress=None,
+  rounds: bool = False,
 ) -> dict:
   """Metrics of one benchmark's token-id prompts: `acceptance_metrics` plus prompts, generated
-  tokens and seconds (wall time, compilation included)."""
+  tokens and seconds (wall time, compilation included). With `rounds`, also "rounds_trace":
+  NumPy (confidence [N, G], accepted [N]) of every round that verified all G slots."""
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
 
@@ -85,6 +87,7 @@ def run_benchmark(
     pad_id=pad_id,
   )
   counts = {k: [] for k in COUNTS}
+  conf, acc = [], []
   tokens = 0
   start = time.perf_counter()
   for first in range(0, len(prompts), settings.batch_size):
@@ -98,19 +101,27 @@ def run_benchmark(
       spec,
       seed=settings.seed,
       request_ids=list(range(first, first + len(chunk))),
+      trace=rounds,
     )
+    if rounds:
+      full = result.trace.verified == drafter.draft_len
+      conf.append(result.trace.confidence[full])
+      acc.append(result.trace.accepted[full])
     for k in COUNTS:
       counts[k].append(np.asarray(getattr(result, k)))
     tokens += result.num_tokens
     if progress is not None:
       progress.update(len(chunk))
   metrics = acceptance_metrics(*(np.concatenate(counts[k]) for k in COUNTS))
-  return {
+  out = {
     **metrics,
     "prompts": len(prompts),
     "new_tokens": tokens,
     "seconds": time.perf_counter() - start,
   }
+  if rounds:
+    out["rounds_trace"] = (np.concatenate(conf), np.concatenate(acc))
+  return out
 
 
 def macro_averages(per_benchmark: dict[str, dict], domain_of) -> dict[str, dict]:

@@ -30,7 +30,7 @@ def test_benchmark_metrics_pool_every_batch_like_one_run():
   drafter = DraftModelDrafter(small, 3)
   prompts = [[5, 9, 2, 33], [11, 4], [8, 8, 8, 20, 3], [1, 2, 3], [40, 41]]
   settings = harness.EvalSettings(temperature=1.0, max_new_tokens=12, batch_size=2, seed=5)
-  got = harness.run_benchmark(params, config, drafter, small_params, prompts, settings)
+  got = harness.run_benchmark(params, config, drafter, small_params, prompts, settings, rounds=True)
   one = speculative_generate(
     params, config, drafter, small_params, prompts, SpecConfig(12, SamplingParams(1.0)), seed=5
   )
@@ -39,6 +39,11 @@ def test_benchmark_metrics_pool_every_batch_like_one_run():
   for key in ("tau", "verify_rate", "prefix_survival", "conditional_acceptance"):
     np.testing.assert_allclose(got[key], want[key], rtol=1e-12)
   assert got["prompts"] == 5
+  conf, accepted = got["rounds_trace"]  # every round verified all 3 slots: they sum to the stats
+  assert len(accepted) == got["rounds"] and conf.shape == (got["rounds"], 3)
+  np.testing.assert_array_equal(
+    (np.arange(3)[None] < accepted[:, None]).sum(0), one.accepted.sum(0)
+  )
 
 
 def row(tau, survival):
