@@ -7,8 +7,11 @@ drafter's estimate of P(y_k = 1), which is what the scheduler ranks.
 
 STS (shared/docs/dspark.md section 5): for k = 1..G in order, one temperature T_k for slot k's
 logit, chosen on a grid to minimise the ECE of a_k against y_k with the earlier slots'
-temperatures fixed. The grid holds T = 1, so the fitted ECE never exceeds the raw one at any
-slot; dividing a logit by T > 0 keeps the order of a slot's confidences.
+temperatures fixed. The grid holds T = 1, so each step never raises the ECE it optimises: slot
+k's fitted ECE is at most its ECE with T_k = 1 and the earlier slots' fitted temperatures. Slot 1
+therefore never ends above its raw ECE. A later slot can, because a_k also moves with the earlier
+slots' temperatures: on the SmolLM2 DSpark drafter's rollouts, slot 2 went from 0.0055 to
+0.0063. Dividing a logit by T > 0 keeps the order of a slot's confidences.
 
 Letters: N rounds, G slots. Plain NumPy (float64): these run once on a few thousand rounds.
 """
