@@ -526,18 +526,16 @@ def _calibrate(args) -> int:
   import json
   from pathlib import Path
 
-  from dspark_jax.decoding.sampling import SamplingParams
+  from dspark_jax.eval import calibration, harness
 
-  sampling = SamplingParams(args.temperature, 0, 1.0)
   if min(args.prompts, args.batch_size, args.max_new_tokens) < 1 or args.skip < 0:
     raise ValueError("--prompts, --batch-size and --max-new-tokens must be >= 1, --skip >= 0")
+  settings = harness.EvalSettings(args.temperature, args.max_new_tokens, args.batch_size, args.seed)
   import jax
   import numpy as np
   from tqdm import tqdm
 
   from dspark_jax.data.prompts import holdout_token_prompts
-  from dspark_jax.decoding.loop import SpecConfig, speculative_generate
-  from dspark_jax.eval import calibration
   from dspark_jax.io.deepspec import load_drafter, write_calibration
   from dspark_jax.io.load import load_model
 
@@ -550,29 +548,22 @@ def _calibrate(args) -> int:
   prompts = [
     ids for _, ids in holdout_token_prompts(tok, args.prompts, args.max_prompt_tokens, args.skip)
   ]
-  spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
-  g = drafter.draft_len
-  logits, labels = [], []
   bar = tqdm(total=len(prompts), desc="rollouts", disable=args.no_progress, file=sys.stderr)
-  for first in range(0, len(prompts), args.batch_size):
-    chunk = prompts[first : first + args.batch_size]
-    result = speculative_generate(
-      params,
-      model.config,
-      drafter,
-      draft_params,
-      chunk,
-      spec,
-      seed=args.seed,
-      request_ids=list(range(first, first + len(chunk))),
-      trace=True,
-    )
-    z, y = calibration.rounds_from_trace(result.trace, g)
-    logits.append(z)
-    labels.append(y)
-    bar.update(len(chunk))
+  rollouts = harness.run_benchmark(
+    params,
+    model.config,
+    drafter,
+    draft_params,
+    prompts,
+    settings,
+    stop_ids=tok.stop_ids,
+    pad_id=tok.pad_id or 0,
+    progress=bar,
+    rounds=True,
+  )
   bar.close()
-  z, y = np.concatenate(logits), np.concatenate(labels)
+  g = drafter.draft_len
+  z, y = calibration.logits_and_labels(*rollouts["rounds_trace"])
   old = drafter.config.confidence_temperatures
   if old:  # the rollouts ran calibrated: fit on the raw logits
     z = z * np.asarray(old)

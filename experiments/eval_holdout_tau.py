@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
-import numpy as np
 
 
 def main(argv=None) -> int:
@@ -40,9 +38,7 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
 
   from dspark_jax.data.prompts import holdout_token_prompts
-  from dspark_jax.decoding.loop import SpecConfig, speculative_generate
-  from dspark_jax.decoding.sampling import SamplingParams
-  from dspark_jax.eval.acceptance import acceptance_metrics
+  from dspark_jax.eval import harness
   from dspark_jax.io.deepspec import load_drafter
   from dspark_jax.io.load import load_model
 
@@ -60,36 +56,25 @@ def main(argv=None) -> int:
     drafter, draft_params = load_drafter(folder, model.config, params)
     for temperature in args.temperatures:
       # T = 0 is greedy; T > 0 samples from the full distribution (no top-k/top-p).
-      sampling = SamplingParams(temperature, 0, 1.0)
-      spec = SpecConfig(
-        args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0
+      settings = harness.EvalSettings(temperature, args.max_new_tokens, args.batch_size, args.seed)
+      measured = harness.run_benchmark(
+        params,
+        model.config,
+        drafter,
+        draft_params,
+        [ids for _, ids in prompts],
+        settings,
+        stop_ids=tok.stop_ids,
+        pad_id=tok.pad_id or 0,
       )
-      stats = {k: [] for k in ("rounds", "counted", "committed", "admitted", "accepted", "reached")}
-      start = time.perf_counter()
-      for first in range(0, len(prompts), args.batch_size):
-        chunk = prompts[first : first + args.batch_size]
-        result = speculative_generate(
-          params,
-          model.config,
-          drafter,
-          draft_params,
-          [ids for _, ids in chunk],
-          spec,
-          seed=args.seed,
-          request_ids=list(range(first, first + len(chunk))),
-        )
-        for key in stats:
-          stats[key].append(np.asarray(getattr(result, key)))
       row = {
         "drafter": name,
         "folder": folder,
         "temperature": temperature,
-        "prompts": len(prompts),
         "max_new_tokens": args.max_new_tokens,
-        "seconds": time.perf_counter() - start,
-        **acceptance_metrics(*(np.concatenate(stats[k]) for k in stats)),
+        **measured,
       }
-      row["tau_all_bonus"] = 1.0 + float(np.concatenate(stats["accepted"]).sum()) / row["rounds"]
+      row["tau_all_bonus"] = 1.0 + sum(row["prefix_survival"])
       results = [r for r in results if (r["drafter"], r["temperature"]) != (name, temperature)] + [
         row
       ]

@@ -123,14 +123,25 @@ def reliability(scores_N, labels_N, num_bins: int = NUM_BINS):
   return centres, mean_score, mean_label, count
 
 
-def rounds_from_trace(trace, draft_len: int):
-  """(confidence logits [N, G], prefix acceptance [N, G]) of the rounds a `RoundTrace` (NumPy,
-  from `speculative_generate(trace=True)`) verified at full length: y_k = 1 iff the round
-  accepted at least k drafts. Shorter verifications would leave later slots unobserved."""
+def full_rounds(trace, draft_len: int):
+  """(confidence [N, G], accepted [N]) of the rounds a `RoundTrace` (NumPy, from
+  `speculative_generate(trace=True)`) verified at full length; shorter verifications would
+  leave later slots unobserved."""
   full = np.asarray(trace.verified) == draft_len
-  conf = np.asarray(trace.confidence, np.float64)[full]
+  return np.asarray(trace.confidence)[full], np.asarray(trace.accepted)[full]
+
+
+def logits_and_labels(confidence_NxG, accepted_N):
+  """(confidence logits [N, G], prefix acceptance [N, G]) of full-length rounds: y_k = 1 iff the
+  round accepted at least k drafts."""
+  conf = np.asarray(confidence_NxG, np.float64)
   if np.isnan(conf).any():
     raise ValueError("the drafter reported no confidence (only DSpark's confidence head does)")
   p = np.clip(conf, 1e-7, 1 - 1e-7)
-  accepted = np.asarray(trace.accepted)[full]
-  return np.log(p) - np.log1p(-p), (np.arange(draft_len)[None] < accepted[:, None]).astype(float)
+  labels = np.arange(conf.shape[1])[None] < np.asarray(accepted_N)[:, None]
+  return np.log(p) - np.log1p(-p), labels.astype(float)
+
+
+def rounds_from_trace(trace, draft_len: int):
+  """`logits_and_labels` of a trace's full-length rounds."""
+  return logits_and_labels(*full_rounds(trace, draft_len))

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dspark_jax.eval.acceptance import acceptance_metrics
+from dspark_jax.eval.calibration import full_rounds
 
 # The paper's per-benchmark prompt caps (dspark.md section 4); other files are not capped.
 PAPER_CAPS = {
@@ -104,9 +105,9 @@ def run_benchmark(
       trace=rounds,
     )
     if rounds:
-      full = result.trace.verified == drafter.draft_len
-      conf.append(result.trace.confidence[full])
-      acc.append(result.trace.accepted[full])
+      c, a = full_rounds(result.trace, drafter.draft_len)
+      conf.append(c)
+      acc.append(a)
     for k in COUNTS:
       counts[k].append(np.asarray(getattr(result, k)))
     tokens += result.num_tokens
