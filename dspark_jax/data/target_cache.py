@@ -80,7 +80,7 @@ def online_features(params, tokens_BxT, config: ModelConfig, layer_ids):
   return out.features.astype(jnp.bfloat16), out.hidden.astype(jnp.bfloat16)
 
 
-_online_jit = jax.jit(online_features, static_argnames=("config", "layer_ids"))
+online_features_jit = jax.jit(online_features, static_argnames=("config", "layer_ids"))
 
 
 def _spec(path: Path, shape, dtype: str, chunk0: int):
@@ -181,7 +181,7 @@ def build_cache(
     tokens = np.zeros((batch_size, width), np.int32)
     for j, s in enumerate(batch):
       tokens[j, : len(s.tokens)] = s.tokens
-    feats, hidden = _online_jit(params, tokens, config, layer_ids)
+    feats, hidden = online_features_jit(params, tokens, config, layer_ids)
     feats, hidden = np.asarray(feats), np.asarray(hidden)
     lo, hi = int(offsets[first]), int(offsets[first + len(batch)])
     ids = np.concatenate([np.asarray(s.tokens, np.int32) for s in batch])

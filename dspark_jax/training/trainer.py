@@ -24,7 +24,7 @@ import optax
 
 from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
-from dspark_jax.data.target_cache import TargetCache, online_features
+from dspark_jax.data.target_cache import TargetCache, online_features, online_features_jit
 from dspark_jax.decoding.generate import round_up
 from dspark_jax.drafters.shared import final_norm_scale, frozen_parts
 from dspark_jax.training import feature_scale
@@ -180,9 +180,7 @@ def measure_feature_scale(
   if cache is not None:
     return feature_scale.feature_rms([cache.sample(i)["features"] for i in indices])
   tokens = host_batch(samples, None, indices, max_len)["tokens"]
-  feats, _ = jax.jit(online_features, static_argnums=(2, 3))(
-    target_params, tokens, target, tuple(layer_ids)
-  )
+  feats, _ = online_features_jit(target_params, tokens, config=target, layer_ids=tuple(layer_ids))
   feats = np.asarray(feats, np.float32)
   lengths = [min(len(samples[i].tokens), tokens.shape[1]) for i in indices]
   return feature_scale.feature_rms([feats[r, :n] for r, n in enumerate(lengths)])
