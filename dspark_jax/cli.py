@@ -48,12 +48,33 @@ def _add_generate(sub) -> None:
     "--draft-len", type=int, default=4, help="G: draft tokens per round (n-gram drafter)"
   )
   p.add_argument("--ngram", type=int, default=3, help="longest n-gram the n-gram drafter matches")
+  _add_verify_slots(p)
   p.add_argument(
     "--compare-plain",
     action="store_true",
     help="with a drafter: also decode the prompts plainly and print both speeds and the speedup "
     "(greedy: and whether the outputs are identical)",
   )
+
+
+def _add_verify_slots(p) -> None:
+  p.add_argument(
+    "--verify-slots",
+    type=int,
+    default=None,
+    metavar="G",
+    help="verify only the first G slots of every proposal (a shorter, cheaper target forward; "
+    "still lossless); default: all",
+  )
+
+
+def _cut(drafter, verify_slots):
+  """The drafter, or its proposals cut to the first `verify_slots` slots."""
+  if verify_slots is None:
+    return drafter
+  from dspark_jax.drafters.prefix import PrefixDrafter
+
+  return PrefixDrafter(drafter, verify_slots)
 
 
 def _generate(args) -> int:
@@ -119,6 +140,7 @@ def _generate(args) -> int:
     else:
       drafter = NgramDrafter(args.draft_len, model.config.vocab_size, max_ngram=args.ngram)
       draft_params, name = None, "ngram"
+    drafter = _cut(drafter, args.verify_slots)
     spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
     result = speculative_generate(
       params,
@@ -407,6 +429,7 @@ def _add_eval(sub) -> None:
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--draft-len", type=int, default=7, help="G of the n-gram drafter")
+  _add_verify_slots(p)
   p.add_argument("--out", default="results/eval", help="folder for eval.json and eval.csv")
   p.add_argument("--no-progress", action="store_true")
 
@@ -466,9 +489,11 @@ def _eval(args) -> int:
     from dspark_jax.io.deepspec import load_drafter
 
     drafter, draft_params = load_drafter(args.drafter, model.config, params)
+  drafter = _cut(drafter, args.verify_slots)
   record = {
     "model": args.model,
     "drafter": args.drafter,
+    "verify_slots": drafter.draft_len,
     "settings": dataclasses.asdict(settings),
     "benchmarks": {},
     "skipped_long_prompts": {},

@@ -3,7 +3,8 @@
     python experiments/speed_table.py \
       --drafter dspark=data/drafters/smollm2_135m_dspark \
       --drafter dflash=runs/smollm2_dflash/drafter --drafter eagle3=runs/smollm2_eagle3/drafter \
-      --drafter ngram=ngram --batch 1 8 --temperature 0 1 --max-new-tokens 64 --out results/speed
+      --drafter ngram=ngram --drafter dspark_g1=data/drafters/smollm2_135m_dspark@1 \
+      --batch 1 8 --temperature 0 1 --max-new-tokens 64 --out results/speed
 
 SmolLM2-135M-Instruct (bundled GGUF, float32 on CPU), chat template, first turns. Domains and
 their benchmarks: math (gsm8k, math500), code (humaneval, mbpp), chat (mt-bench); prompts are
@@ -103,7 +104,13 @@ def table(record: dict, drafters: list[str]) -> str:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--drafter", action="append", required=True, metavar="NAME=FOLDER|ngram")
+  parser.add_argument(
+    "--drafter",
+    action="append",
+    required=True,
+    metavar="NAME=FOLDER|ngram[@G]",
+    help="@G: verify only the first G slots",
+  )
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
   parser.add_argument("--temperature", type=float, nargs="+", default=[0.0, 1.0])
@@ -120,6 +127,7 @@ def main(argv=None) -> int:
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
   from dspark_jax.drafters.ngram import NgramDrafter
+  from dspark_jax.drafters.prefix import PrefixDrafter
   from dspark_jax.io.deepspec import load_drafter
   from dspark_jax.io.load import load_model
 
@@ -128,11 +136,15 @@ def main(argv=None) -> int:
   tok = model.tokenizer
   drafters = {}
   for item in args.drafter:
-    name, _, folder = item.partition("=")
+    name, _, spec = item.partition("=")
+    folder, _, slots = spec.partition("@")
     if folder == "ngram":
-      drafters[name] = (NgramDrafter(7, model.config.vocab_size), None)
+      drafter, draft_params = NgramDrafter(7, model.config.vocab_size), None
     else:
-      drafters[name] = load_drafter(folder, model.config, params)
+      drafter, draft_params = load_drafter(folder, model.config, params)
+    if slots:
+      drafter = PrefixDrafter(drafter, int(slots))
+    drafters[name] = (drafter, draft_params)
   systems = ["plain", *drafters]
   record = {
     "command": "python experiments/speed_table.py " + " ".join(argv or sys.argv[1:]),
