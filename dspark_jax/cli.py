@@ -540,7 +540,11 @@ def _add_calibrate(sub) -> None:
   p.add_argument("--temperature", type=float, default=1.0)
   p.add_argument("--batch-size", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--out", default="results/calibration", help="report JSON and diagram PNG")
+  p.add_argument(
+    "--out",
+    default="results/calibration",
+    help="report JSON, diagram PNG and rounds.npz (raw confidence logits, prefix outcomes)",
+  )
   p.add_argument(
     "--write", action="store_true", help="store the temperatures with the drafter (applied on load)"
   )
@@ -609,6 +613,8 @@ def _calibrate(args) -> int:
   # AUC is undefined (NaN) for a slot whose rounds all share one outcome: null in JSON.
   report = json.loads(json.dumps(report).replace("NaN", "null"))
   (out / "calibration.json").write_text(json.dumps(report, indent=2) + "\n")
+  # The raw confidence logits and prefix outcomes, so fits can be redone without rollouts.
+  np.savez_compressed(out / "rounds.npz", logits=z, prefix_accepted=y)
   try:
     from dspark_jax.eval.plots import reliability_diagram
 
