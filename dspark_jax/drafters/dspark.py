@@ -217,11 +217,21 @@ class DSparkDrafter(TrainedDrafter):
 
   def propose(self, params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids):
     """One parallel pass over [anchor, mask x (G-1)], then a scan drawing slot by slot."""
+    args = (params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids)
+    return self.propose_prefix(*args, self.draft_len)
+
+  def propose_prefix(
+    self, params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids, count: int
+  ):
+    """`propose`'s first `count` slots, computed alone: the block pass still covers all G
+    positions (the slots attend to each other), but the LM head, the sequential head and the
+    draws run for `count` slots only. Tokens, logits and confidences equal `propose`'s."""
 
     def choose(k, logits_BxV):
       return sample_draft(logits_BxV, sampling, seed, request_ids, anchor_positions + k + 1)
 
-    return self._draft(params, state, anchor_tokens, anchor_positions, choose), state
+    proposal = self._draft(params, state, anchor_tokens, anchor_positions, choose, count)
+    return proposal, state
 
   def propose_forced(self, params, state, anchor_tokens, anchor_positions, tokens_BxG):
     """The proposal's logits and confidences had the drafter drawn `tokens_BxG` (for tests,
@@ -230,8 +240,9 @@ class DSparkDrafter(TrainedDrafter):
       params, state, anchor_tokens, anchor_positions, lambda k, _: tokens_BxG[:, k]
     )
 
-  def _draft(self, params, state, anchor_tokens, anchor_positions, choose) -> Proposal:
+  def _draft(self, params, state, anchor_tokens, anchor_positions, choose, count=None) -> Proposal:
     g = self.draft_len
+    count = g if count is None else count
     b = anchor_tokens.shape[0]
     frozen = params["frozen"]
     block_tokens = jnp.full((b, 1, g), self.config.mask_token_id, jnp.int32)
@@ -242,8 +253,8 @@ class DSparkDrafter(TrainedDrafter):
 
     def run(model):
       x = embed(frozen, block_tokens, self.target)
-      h = model.block_hidden(x, positions, ctx_kv, visible)[:, 0]  # [B, G, D]
-      base = lm_logits(frozen, h, self.target)  # [B, G, V]
+      h = model.block_hidden(x, positions, ctx_kv, visible)[:, 0, :count]  # [B, count, D]
+      base = lm_logits(frozen, h, self.target)  # [B, count, V]
 
       def step(carry, k):
         prev, head_state = carry
@@ -258,7 +269,7 @@ class DSparkDrafter(TrainedDrafter):
         return (token, head_state), (token, logits, conf)
 
       init = (anchor_tokens.astype(jnp.int32), model.initial_head_state((b,)))
-      _, (tokens, logits, conf) = jax.lax.scan(step, init, jnp.arange(g))
+      _, (tokens, logits, conf) = jax.lax.scan(step, init, jnp.arange(count))
       return tokens.T, logits.transpose(1, 0, 2), conf.T
 
     tokens, logits, conf = nn.apply(run, self.model)({"params": params["trainable"]})

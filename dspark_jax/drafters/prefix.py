@@ -6,7 +6,8 @@ one-token steps (BENCHMARKS.md). When later slots are rarely accepted, verifying
 buys speed. `PrefixDrafter(inner, g)` is a drafter with G = g whose proposal is the first g
 tokens of `inner`'s, with the same logits; it is lossless for the same reason every drafter is
 (verification accepts any proposal with the rejection rule), and the target's verification
-block shrinks to g + 1 tokens.
+block shrinks to g + 1 tokens. Drafters with a `propose_prefix` (DSpark, DFlash) also skip the
+LM head, the sequential head and the draws of the slots that are cut.
 
 Unlike loading a block drafter with a smaller block size, this keeps the proposals themselves
 unchanged: a block drafter's slots attend to each other, so a shorter block drafts different
@@ -51,10 +52,11 @@ class PrefixDrafter:
     return self.inner.init_state(params, prompt_features, prompt_tokens, prompt_lens, capacity)
 
   def propose(self, params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids):
-    full, state = self.inner.propose(
-      params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids
-    )
     g = self.draft_len
+    args = (params, state, anchor_tokens, anchor_positions, sampling, seed, request_ids)
+    if hasattr(self.inner, "propose_prefix"):  # drafts only the g slots (block drafters)
+      return self.inner.propose_prefix(*args, g)
+    full, state = self.inner.propose(*args)
     cut = Proposal(
       full.tokens[:, :g],
       full.logits[:, :g],

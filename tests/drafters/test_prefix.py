@@ -74,3 +74,33 @@ def test_output_distribution_is_the_target_distribution(kind):
   stat, dof = chi_square([tuple(t) for t in out.tokens], exact)
   assert stat < chi2_quantile_1e3(dof), (kind, stat, dof)
   assert 0.1 * out.admitted.sum() < out.accepted.sum() < out.admitted.sum()
+
+
+@pytest.mark.parametrize("kind", ["dspark-markov", "dspark-rnn", "dflash"])
+def test_propose_prefix_equals_the_full_proposals_first_slots(kind):
+  """Block drafters draft only the kept slots; sampled tokens, logits, confidences unchanged."""
+  import jax
+  import jax.numpy as jnp
+
+  from dspark_jax.models.transformer import forward
+
+  config, params = tiny_model("llama", scale=5.0)
+  drafter, dparams = random_drafter(kind, config, params, **SMALL)
+  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, config.vocab_size)
+  features = forward(
+    params,
+    tokens,
+    jnp.arange(12)[None].repeat(2, 0),
+    config=config,
+    feature_layers=drafter.feature_layers,
+  ).features
+  lens = jnp.array([12, 9])
+  state = drafter.init_state(dparams, features, tokens, lens, 40)
+  args = (dparams, state, tokens[:, 8], lens - 1, SamplingParams(0.9), jnp.uint32(5), jnp.arange(2))
+  full, _ = drafter.propose(*args)
+  for g in (1, 3):
+    cut, _ = PrefixDrafter(drafter, g).propose(*args)
+    np.testing.assert_array_equal(cut.tokens, full.tokens[:, :g])
+    np.testing.assert_allclose(cut.logits, full.logits[:, :g], rtol=1e-5, atol=1e-5)
+    if full.confidence is not None:
+      np.testing.assert_allclose(cut.confidence, full.confidence[:, :g], rtol=1e-5, atol=1e-6)
