@@ -153,6 +153,17 @@ def main(argv=None) -> int:
     "settings": [],
   }
   args.out.mkdir(parents=True, exist_ok=True)
+  # One KV capacity for every call, so each system's decode loop compiles once per batch size
+  # and temperature (only the prefill recompiles per prompt width).
+  counts = {b: args.single_prompts if b == 1 else b * args.batches_per_domain for b in args.batch}
+  longest = max(
+    len(ids)
+    for count in set(counts.values())
+    for d in args.domains
+    for _, ids in domain_prompts(tok, args.data_dir, d, count, args.seed)
+  )
+  capacity = -(-(longest + args.max_new_tokens + 8 + 1) // 64) * 64
+  record["cache_capacity"] = capacity
   turn = 0
   for batch in args.batch:
     for temperature in args.temperature:
@@ -165,8 +176,7 @@ def main(argv=None) -> int:
       setting = {"batch": batch, "temperature": temperature, "summary": {}, "identical": identical}
       record["settings"].append(setting)
       for domain in args.domains:
-        count = args.single_prompts if batch == 1 else batch * args.batches_per_domain
-        prompts = domain_prompts(tok, args.data_dir, domain, count, args.seed)
+        prompts = domain_prompts(tok, args.data_dir, domain, counts[batch], args.seed)
         for start in range(0, len(prompts), batch):
           group = prompts[start : start + batch]
           ids = [p for _, p in group]
@@ -175,12 +185,21 @@ def main(argv=None) -> int:
           outputs = {}
           for system in order:
             if system == "plain":
-              res = generate(params, model.config, ids, gen, seed=args.seed)
+              res = generate(
+                params, model.config, ids, gen, seed=args.seed, cache_capacity=capacity
+              )
               extra = [(0, 0)] * len(ids)
             else:
               drafter, draft_params = drafters[system]
               res = speculative_generate(
-                params, model.config, drafter, draft_params, ids, spec, seed=args.seed
+                params,
+                model.config,
+                drafter,
+                draft_params,
+                ids,
+                spec,
+                seed=args.seed,
+                cache_capacity=capacity,
               )
               extra = list(zip(res.rounds, res.committed, strict=True))
             outputs[system] = res.tokens
