@@ -49,6 +49,26 @@ def block_taus(prefix_survival: list[float]) -> list[float]:
   return (1.0 + np.cumsum(prefix_survival)).tolist()
 
 
+def tau_standard_error(row: dict) -> float:
+  """Round-level standard error of a benchmark's tau from its prefix survival s_k = P(A >= k):
+  E[A] = sum s_k, E[A^2] = sum (2k - 1) s_k. Rounds of one prompt are correlated, so this is a
+  lower bound on the sampling error over prompts."""
+  s = np.asarray(row["prefix_survival"], float)
+  k = np.arange(1, len(s) + 1)
+  var = float((2 * k - 1) @ s - s.sum() ** 2)
+  return float(np.sqrt(max(var, 0.0) / row["rounds"]))
+
+
+def macro_standard_error(evals_one: dict, benchmarks, domain_of) -> dict:
+  """Standard errors of the domain and "all" macro averages (independent benchmarks)."""
+  by_domain: dict[str, list[float]] = {}
+  for name, row in evals_one["benchmarks"].items():
+    by_domain.setdefault(domain_of(name), []).append(tau_standard_error(row))
+  out = {d: float(np.sqrt(np.sum(np.square(v))) / len(v)) for d, v in by_domain.items()}
+  out["all"] = float(np.sqrt(np.sum(np.square(list(out.values())))) / len(out))
+  return out
+
+
 def fmt(x) -> str:
   return "n/a" if x is None or x != x else f"{x:.3f}"
 
@@ -67,6 +87,15 @@ def table1(evals: dict) -> list[str]:
     lines.append(f"| {LABELS[n]} | " + " | ".join(cells) + " |")
   rounds = {n: sum(r["rounds"] for r in evals[n]["benchmarks"].values()) for n in names}
   prompts = {n: sum(r["prompts"] for r in evals[n]["benchmarks"].values()) for n in names}
+  from dspark_jax.data.prompts import domain_of
+
+  se = {n: macro_standard_error(evals[n], bench, domain_of)["all"] for n in names}
+  lines.append("")
+  lines.append(
+    "Round-level standard error of the 'all' column (a lower bound; see tau_standard_error): "
+    + ", ".join(f"{LABELS[n]} {se[n]:.3f}" for n in names)
+    + "."
+  )
   lines.append("")
   lines.append(
     "Rounds per drafter: "
