@@ -68,6 +68,12 @@ def _add_verify_slots(p) -> None:
   )
 
 
+def _check_verify_slots(verify_slots) -> None:
+  """The lower bound, before anything loads; the drafter's G bounds it from above later."""
+  if verify_slots is not None and verify_slots < 1:
+    raise ValueError(f"--verify-slots must be >= 1, got {verify_slots}")
+
+
 def _cut(drafter, verify_slots):
   """The drafter, or its proposals cut to the first `verify_slots` slots."""
   if verify_slots is None:
@@ -91,6 +97,7 @@ def _generate(args) -> int:
     raise ValueError("--compare-plain needs a drafter (--drafter ngram or --drafter-path)")
   if args.drafter != "none" and args.draft_len < 1:
     raise ValueError(f"--draft-len must be >= 1, got {args.draft_len}")
+  _check_verify_slots(args.verify_slots)
   import jax
   from tqdm import tqdm
 
@@ -472,6 +479,7 @@ def _eval(args) -> int:
   settings = harness.EvalSettings(args.temperature, args.max_new_tokens, args.batch_size, args.seed)
   files = _benchmark_files(args.benchmarks, args.data_dir)
   caps = _caps(args.cap, args.limit)
+  _check_verify_slots(args.verify_slots)
   import jax
   from tqdm import tqdm
 

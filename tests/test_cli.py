@@ -15,6 +15,7 @@ from dspark_jax.cli import main
     (["--model", "/no/such/model.gguf"], "does not exist"),
     (["--drafter", "checkpoint"], "needs --drafter-path"),
     (["--compare-plain"], "--compare-plain needs a drafter"),
+    (["--drafter", "ngram", "--verify-slots", "0"], "--verify-slots must be >= 1, got 0"),
   ],
 )
 def test_bad_flags_give_one_clear_error(flags, message, capsys):
@@ -46,6 +47,7 @@ def test_regenerate_flags_reach_the_settings_by_name(flags, message, tmp_path, c
     (["--cap", "gsm8k"], "--cap takes NAME=N"),
     (["--limit", "0"], "--limit must be >= 1"),
     (["--temperature", "-0.5"], "temperature must be >= 0"),
+    (["--verify-slots", "-2"], "--verify-slots must be >= 1, got -2"),
   ],
 )
 def test_eval_flags_give_one_clear_error(flags, message, capsys):
