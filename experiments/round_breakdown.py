@@ -1,7 +1,7 @@
 """Where a speculative round's time goes: drafter backbone, sequential head, verify, overhead.
 
     python experiments/round_breakdown.py --drafter data/drafters/smollm2_135m_dspark \
-      --batch 1 8 --out results/round_breakdown.json
+      --batch 1 8 --out results/round_breakdown.json [--verify-slots G]
 
 For one GSM8K prompt (chat template) per row, after a real prefill, each part of a round is
 jitted and timed alone on the loop's shapes (median of --repeats calls, after a warm-up):
@@ -13,6 +13,7 @@ jitted and timed alone on the loop's shapes (median of --repeats calls, after a 
   plain_step     one plain decoding step (one token per row), for scale
 and the round as the compiled loop runs it (decode seconds / rounds of a 64-token greedy run).
 Overhead = loop round - (propose + verify + commit). Writes one JSON with the milliseconds.
+With --verify-slots G every part runs on proposals cut to G slots (`drafters.prefix`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def breakdown(model, params, drafter, draft_params, prompt, batch: int, repeats:
   from dspark_jax.decoding.generate import round_up
   from dspark_jax.decoding.loop import SpecConfig, spec_prefill, speculative_generate
   from dspark_jax.drafters.build import make_drafter
+  from dspark_jax.drafters.prefix import PrefixDrafter
   from dspark_jax.models.kv_cache import KVCache
   from dspark_jax.models.transformer import forward
 
@@ -83,6 +85,8 @@ def breakdown(model, params, drafter, draft_params, prompt, batch: int, repeats:
     ),
     config,
   )
+  if isinstance(drafter, PrefixDrafter):
+    headless = PrefixDrafter(headless, g)
   kept = {k: v for k, v in draft_params["trainable"].items() if k in headless.trainable_shapes()}
   headless_params = {"trainable": kept, "frozen": draft_params["frozen"]}
 
@@ -126,6 +130,9 @@ def main(argv=None) -> int:
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
   parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument(
+    "--verify-slots", type=int, default=None, help="time proposals cut to G slots (PrefixDrafter)"
+  )
   parser.add_argument("--out", default="results/round_breakdown.json")
   args = parser.parse_args(argv)
 
@@ -136,10 +143,15 @@ def main(argv=None) -> int:
   model = load_model(args.model)
   params = jax.device_put(model.params)
   drafter, draft_params = load_drafter(args.drafter, model.config, params)
+  if args.verify_slots is not None:
+    from dspark_jax.drafters.prefix import PrefixDrafter
+
+    drafter = PrefixDrafter(drafter, args.verify_slots)
   first = load_benchmark(Path("../shared/data/eval/gsm8k.jsonl"))[0]
   prompt = model.tokenizer.encode_chat(first.chat())
   record = {
     "drafter": args.drafter,
+    "verify_slots": drafter.draft_len,
     "machine": f"{platform.node()} {jax.devices()[0].platform} x{jax.device_count()}",
     "prompt_tokens": len(prompt),
     "milliseconds": {},
