@@ -13,7 +13,8 @@ tau = counted / rounds: the paper's accepted length. Prefix survival at k = acce
 Conditional acceptance at k = accepted[k] / reached[k]: the paper's position-wise acceptance,
 accepted at k given all before k (and k verified; with full proposals reached[k] is
 accepted[k - 1], or the rounds for slot 1).
-Verify rate = committed / verified slots.
+Verify rate = committed / verified slots. `reached` is returned too: it is the sample size of
+each slot's conditional acceptance, which is undefined (None) where no round reached the slot.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import numpy as np
 
 
 def acceptance_metrics(rounds, counted, committed, admitted_G, accepted_G, reached_G) -> dict:
-  """The metrics above as floats (per-slot ones as lists of G) and the round count. Per-slot
-  counts may be given per row ([B, G]); they are summed."""
+  """The metrics above as floats (per-slot ones as lists of G), the round count and `reached`
+  per slot. Per-slot counts may be given per row ([B, G]); they are summed."""
   rounds = float(np.sum(rounds))
   admitted, accepted, reached = (
     np.asarray(x, np.float64).reshape(-1, np.shape(x)[-1]).sum(0)
@@ -38,7 +39,11 @@ def acceptance_metrics(rounds, counted, committed, admitted_G, accepted_G, reach
     "verify_rate": float(np.sum(committed)) / max(admitted.sum(), 1.0),
     "rounds": int(rounds),
     "prefix_survival": (accepted / per_round).tolist(),
-    "conditional_acceptance": (accepted / np.maximum(reached, 1.0)).tolist(),
+    # A slot no round reached has no conditional acceptance (None, JSON null), not 0.
+    "conditional_acceptance": [
+      a / r if r else None for a, r in zip(accepted, reached, strict=True)
+    ],
+    "reached": reached.astype(int).tolist(),
   }
 
 

@@ -125,9 +125,23 @@ def run_benchmark(
   return out
 
 
+def _mean_defined(rows: list[list]) -> list:
+  """Per-slot mean over the rows whose value is defined (not None); None where none is."""
+  out = []
+  for column in zip(*rows, strict=True):
+    values = [x for x in column if x is not None]
+    out.append(float(np.mean(values)) if values else None)
+  return out
+
+
+def _cell(x, digits: int) -> str:
+  return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 def macro_averages(per_benchmark: dict[str, dict], domain_of) -> dict[str, dict]:
   """{domain: averages over its benchmarks} and "all": the average over domains. Averaged:
-  tau, verify rate, and the per-slot prefix survival and conditional acceptance."""
+  tau, verify rate, and the per-slot prefix survival and conditional acceptance (the latter over
+  the benchmarks where the slot was reached)."""
 
   def average(rows: list[dict]) -> dict:
     return {
@@ -135,7 +149,7 @@ def macro_averages(per_benchmark: dict[str, dict], domain_of) -> dict[str, dict]
       "tau": float(np.mean([r["tau"] for r in rows])),
       "verify_rate": float(np.mean([r["verify_rate"] for r in rows])),
       "prefix_survival": np.mean([r["prefix_survival"] for r in rows], 0).tolist(),
-      "conditional_acceptance": np.mean([r["conditional_acceptance"] for r in rows], 0).tolist(),
+      "conditional_acceptance": _mean_defined([r["conditional_acceptance"] for r in rows]),
     }
 
   domains: dict[str, list[dict]] = {}
@@ -167,7 +181,7 @@ def write_results(out_dir: str | Path, record: dict) -> Path:
         w.writerow(
           [kind, name, f"{r['tau']:.4f}", f"{r['verify_rate']:.4f}"]
           + [f"{x:.4f}" for x in r["prefix_survival"]]
-          + [f"{x:.4f}" for x in r["conditional_acceptance"]]
+          + ["" if x is None else f"{x:.4f}" for x in r["conditional_acceptance"]]
         )
   return out / "eval.json"
 
@@ -179,9 +193,9 @@ def table(record: dict) -> str:
     "|---|---|---|---|---|",
   ]
   for name, r in record["benchmarks"].items():
-    cond = " / ".join(f"{x:.2f}" for x in r["conditional_acceptance"][:3])
+    cond = " / ".join(_cell(x, 2) for x in r["conditional_acceptance"][:3])
     lines.append(f"| {name} | {r['prompts']} | {r['tau']:.3f} | {r['verify_rate']:.3f} | {cond} |")
   for name, r in record["domains"].items():
-    cond = " / ".join(f"{x:.2f}" for x in r["conditional_acceptance"][:3])
+    cond = " / ".join(_cell(x, 2) for x in r["conditional_acceptance"][:3])
     lines.append(f"| **{name}** (macro) | | {r['tau']:.3f} | {r['verify_rate']:.3f} | {cond} |")
   return "\n".join(lines)

@@ -26,6 +26,14 @@ def test_prefix_survival_and_conditional_acceptance_by_hand():
   np.testing.assert_allclose(m["conditional_acceptance"], [0.6, 0.75, 0.5])
 
 
+def test_a_slot_no_round_reached_has_no_conditional_acceptance():
+  # 4 rounds, slot 1 never accepted: slots 2 and 3 were never reached (undefined, not 0).
+  m = acceptance_metrics(4, 4, 4, [4, 4, 4], [0, 0, 0], [4, 0, 0])
+  assert m["conditional_acceptance"] == [0.0, None, None]
+  assert m["reached"] == [4, 0, 0]
+  assert m["prefix_survival"] == [0.0, 0.0, 0.0]
+
+
 def test_inconsistent_counts_are_refused():
   with pytest.raises(ValueError, match="accepted <= reached"):
     acceptance_metrics(10, 20, 20, [10, 10], [3, 5], [10, 3])  # accepted grows over slots

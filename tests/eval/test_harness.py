@@ -79,3 +79,22 @@ def test_domains_are_macro_averages_and_results_are_written(tmp_path):
   ]
   assert float(lines[-1]["tau"]) == 3.25 and float(lines[0]["survival_2"]) == 0.4
   assert "| **all** (macro) | | 3.250 |" in harness.table(record)
+
+
+def test_undefined_conditional_acceptance_is_left_out_of_averages_and_shown_as_missing(tmp_path):
+  per = {"gsm8k": row(1.5, [0.5, 0.1]), "math500": row(1.2, [0.2, 0.0])}
+  per["gsm8k"]["conditional_acceptance"] = [0.5, 0.2]
+  per["math500"]["conditional_acceptance"] = [0.2, None]  # slot 2 never reached
+  domains = harness.macro_averages(per, domain_of)
+  np.testing.assert_allclose(domains["math"]["conditional_acceptance"], [0.35, 0.2])
+  per["math500"]["conditional_acceptance"] = [None, None]
+  per["gsm8k"]["conditional_acceptance"] = [0.5, None]
+  domains = harness.macro_averages(per, domain_of)
+  assert domains["math"]["conditional_acceptance"] == [0.5, None]
+  record = {"benchmarks": per, "domains": domains}
+  harness.write_results(tmp_path, record)
+  assert json.loads((tmp_path / "eval.json").read_text()) == record
+  with open(tmp_path / "eval.csv") as f:
+    lines = list(csv.DictReader(f))
+  assert lines[1]["conditional_1"] == "" and lines[0]["conditional_2"] == ""
+  assert "n/a / n/a" in harness.table(record)
