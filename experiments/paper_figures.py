@@ -30,6 +30,21 @@ LABELS = {
 }
 
 
+MIN_REACHED = 20  # conditional acceptances from fewer rounds are not plotted
+
+
+def pooled_reached(evaluation: dict, domain: str) -> np.ndarray:
+  """[G] rounds that reached each slot, summed over the domain's benchmarks ("all": every one)."""
+  from dspark_jax.data.prompts import domain_of
+
+  rows = [
+    r["reached"]
+    for name, r in evaluation["benchmarks"].items()
+    if domain == "all" or domain_of(name) == domain
+  ]
+  return np.sum(rows, axis=0)
+
+
 def load(results: Path) -> dict[str, dict]:
   out = {}
   for name in LABELS:
@@ -121,8 +136,9 @@ def table1(evals: dict) -> list[str]:
 def fig2_lines(evals: dict) -> list[str]:
   names = [n for n in ("eagle3", "dflash", "dspark", "ngram") if n in evals]
   lines = [
-    "| drafter | domain | slot 1 | slot 2 | slot 3 | slot 4 | prefix survival, slots 1 / 2 / 3 |",
-    "|---|---|---|---|---|---|---|",
+    "| drafter | domain | slot 1 | slot 2 | slot 3 | slot 4 | rounds reaching slots 1-4 "
+    "| prefix survival, slots 1 / 2 / 3 |",
+    "|---|---|---|---|---|---|---|---|",
   ]
   for n in names:
     for d in DOMAINS:
@@ -131,7 +147,8 @@ def fig2_lines(evals: dict) -> list[str]:
         continue
       cond = [fmt(x) for x in r["conditional_acceptance"][:4]]
       surv = " / ".join(fmt(x) for x in r["prefix_survival"][:3])
-      lines.append(f"| {LABELS[n]} | {d} | " + " | ".join(cond) + f" | {surv} |")
+      reached = " / ".join(str(int(x)) for x in pooled_reached(evals[n], d)[:4])
+      lines.append(f"| {LABELS[n]} | {d} | " + " | ".join(cond) + f" | {reached} | {surv} |")
   return lines
 
 
@@ -173,8 +190,18 @@ def plot(evals: dict, out: Path) -> None:
       if d not in evals[n]["domains"]:
         continue
       cond = np.asarray(evals[n]["domains"][d]["conditional_acceptance"], float)
+      cond[pooled_reached(evals[n], d) < MIN_REACHED] = np.nan
       ax.plot(np.arange(1, len(cond) + 1), cond, marker="o", ms=3, label=LABELS[n])
     ax.set_title(f"{d}: P(slot k accepted | slots < k accepted)", fontsize=9)
+    ax.text(
+      0.98,
+      0.98,
+      f"slots reached by < {MIN_REACHED} rounds: not shown",
+      ha="right",
+      va="top",
+      fontsize=6,
+      transform=ax.transAxes,
+    )
     ax.set_xlabel("slot k")
   axes[0].set_ylabel("conditional acceptance")
   axes[0].legend(fontsize=7)
