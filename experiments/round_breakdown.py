@@ -85,9 +85,9 @@ def breakdown(model, params, drafter, draft_params, prompt, batch: int, repeats:
     ),
     config,
   )
+  kept = {k: v for k, v in draft_params["trainable"].items() if k in headless.trainable_shapes()}
   if isinstance(drafter, PrefixDrafter):
     headless = PrefixDrafter(headless, g)
-  kept = {k: v for k, v in draft_params["trainable"].items() if k in headless.trainable_shapes()}
   headless_params = {"trainable": kept, "frozen": draft_params["frozen"]}
 
   @jax.jit
