@@ -74,15 +74,6 @@ def _check_verify_slots(verify_slots) -> None:
     raise ValueError(f"--verify-slots must be >= 1, got {verify_slots}")
 
 
-def _cut(drafter, verify_slots):
-  """The drafter, or its proposals cut to the first `verify_slots` slots."""
-  if verify_slots is None:
-    return drafter
-  from dspark_jax.drafters.prefix import PrefixDrafter
-
-  return PrefixDrafter(drafter, verify_slots)
-
-
 def _generate(args) -> int:
   # Validate cheap arguments before loading anything heavy.
   from dspark_jax.decoding.generate import GenerateConfig, generate
@@ -147,7 +138,10 @@ def _generate(args) -> int:
     else:
       drafter = NgramDrafter(args.draft_len, model.config.vocab_size, max_ngram=args.ngram)
       draft_params, name = None, "ngram"
-    drafter = _cut(drafter, args.verify_slots)
+    if args.verify_slots is not None:
+      from dspark_jax.drafters.prefix import PrefixDrafter
+
+      drafter = PrefixDrafter(drafter, args.verify_slots)
     spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
     result = speculative_generate(
       params,
@@ -489,15 +483,11 @@ def _eval(args) -> int:
   model = load_model(args.model)
   params = jax.device_put(model.params)
   tok = model.tokenizer
-  if args.drafter == "ngram":
-    from dspark_jax.drafters.ngram import NgramDrafter
+  from dspark_jax.io.deepspec import open_drafter
 
-    drafter, draft_params = NgramDrafter(args.draft_len, model.config.vocab_size), None
-  else:
-    from dspark_jax.io.deepspec import load_drafter
-
-    drafter, draft_params = load_drafter(args.drafter, model.config, params)
-  drafter = _cut(drafter, args.verify_slots)
+  drafter, draft_params = open_drafter(
+    args.drafter, model.config, params, ngram_len=args.draft_len, verify_slots=args.verify_slots
+  )
   record = {
     "model": args.model,
     "drafter": args.drafter,

@@ -64,9 +64,8 @@ def main(argv=None) -> int:
   from dspark_jax.data.prompts import load_benchmark
   from dspark_jax.decoding.generate import GenerateConfig, generate
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
-  from dspark_jax.drafters.prefix import PrefixDrafter
   from dspark_jax.eval.harness import select
-  from dspark_jax.io.deepspec import load_drafter
+  from dspark_jax.io.deepspec import open_drafter
   from dspark_jax.io.load import load_model
 
   model = load_model("smollm2-135m")
@@ -75,9 +74,10 @@ def main(argv=None) -> int:
   drafters = {}
   for item in args.drafter:
     name, _, spec = item.partition("=")
-    folder, _, slots = spec.partition("@")
-    drafter, draft_params = load_drafter(folder, model.config, params)
-    drafters[name] = (PrefixDrafter(drafter, int(slots)) if slots else drafter, draft_params)
+    source, _, slots = spec.partition("@")
+    drafters[name] = open_drafter(
+      source, model.config, params, verify_slots=int(slots) if slots else None
+    )
   llm = Llama(model_path=gguf_path(), n_ctx=2048, n_threads=args.threads, verbose=False)
 
   prompts = select(

@@ -126,9 +126,7 @@ def main(argv=None) -> int:
   from dspark_jax.decoding.generate import GenerateConfig, generate
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
-  from dspark_jax.drafters.ngram import NgramDrafter
-  from dspark_jax.drafters.prefix import PrefixDrafter
-  from dspark_jax.io.deepspec import load_drafter
+  from dspark_jax.io.deepspec import open_drafter
   from dspark_jax.io.load import load_model
 
   model = load_model(args.model)
@@ -137,14 +135,10 @@ def main(argv=None) -> int:
   drafters = {}
   for item in args.drafter:
     name, _, spec = item.partition("=")
-    folder, _, slots = spec.partition("@")
-    if folder == "ngram":
-      drafter, draft_params = NgramDrafter(7, model.config.vocab_size), None
-    else:
-      drafter, draft_params = load_drafter(folder, model.config, params)
-    if slots:
-      drafter = PrefixDrafter(drafter, int(slots))
-    drafters[name] = (drafter, draft_params)
+    source, _, slots = spec.partition("@")
+    drafters[name] = open_drafter(
+      source, model.config, params, verify_slots=int(slots) if slots else None
+    )
   systems = ["plain", *drafters]
   record = {
     "command": "python experiments/speed_table.py " + " ".join(argv or sys.argv[1:]),

@@ -320,3 +320,23 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
     "frozen": frozen_parts(target_params, target),
   }
   return drafter, params
+
+
+def open_drafter(
+  source: str, target: ModelConfig, target_params, *, ngram_len: int = 7, verify_slots=None
+):
+  """(drafter, params) of `source`: a DeepSpec drafter folder, or "ngram" (the prompt-lookup
+  drafter with G = ngram_len, no params). With `verify_slots` G, the proposals are cut to their
+  first G slots (`drafters.prefix.PrefixDrafter`).
+
+  Raises:
+    CheckpointError: as `load_drafter`. ValueError: a bad `verify_slots`.
+  """
+  from dspark_jax.drafters.ngram import NgramDrafter
+  from dspark_jax.drafters.prefix import PrefixDrafter
+
+  if source == "ngram":
+    drafter, params = NgramDrafter(ngram_len, target.vocab_size), None
+  else:
+    drafter, params = load_drafter(source, target, target_params)
+  return (drafter if verify_slots is None else PrefixDrafter(drafter, verify_slots)), params

@@ -244,3 +244,21 @@ def test_unsupported_or_broken_folders(tmp_path):
     load_drafter(tmp_path, config, params)
   with pytest.raises(CheckpointError, match="no config.json"):
     load_drafter(tmp_path / "nowhere", config, params)
+
+
+def test_open_drafter_reads_folders_and_ngram_and_cuts_proposals(tmp_path):
+  from dspark_jax.drafters.ngram import NgramDrafter
+  from dspark_jax.drafters.prefix import PrefixDrafter
+  from dspark_jax.io.deepspec import open_drafter
+
+  config, target_params = tiny_model("qwen3", num_layers=3)
+  drafter, params = random_drafter("dspark-markov", config, target_params)
+  save_drafter(tmp_path, drafter, params)
+  folder, _ = open_drafter(str(tmp_path), config, target_params)
+  assert folder.config == drafter.config
+  cut, _ = open_drafter(str(tmp_path), config, target_params, verify_slots=2)
+  assert isinstance(cut, PrefixDrafter) and cut.draft_len == 2 and cut.inner == folder
+  ngram, none = open_drafter("ngram", config, target_params, ngram_len=5)
+  assert none is None and ngram == NgramDrafter(5, config.vocab_size)
+  with pytest.raises(ValueError, match="1 <= g <= 5"):
+    open_drafter("ngram", config, target_params, ngram_len=5, verify_slots=6)
