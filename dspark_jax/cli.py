@@ -414,7 +414,9 @@ def _add_eval(sub) -> None:
     default=["gsm8k", "math500", "aime25", "mbpp", "humaneval", "mt-bench"],
     help="JSONL files with a `turns` field, or names of files in --data-dir",
   )
-  p.add_argument("--data-dir", default="../shared/data/eval")
+  p.add_argument(
+    "--data-dir", default=None, help="folder of NAME.jsonl files (default: the bundled ones)"
+  )
   p.add_argument(
     "--cap",
     action="append",
@@ -438,10 +440,16 @@ def _add_eval(sub) -> None:
 def _benchmark_files(names, data_dir) -> dict:
   from pathlib import Path
 
+  from dspark_jax.benchmarks import benchmark_path
+
   files = {}
   for name in names:
     path = Path(name)
-    if path.suffix != ".jsonl":
+    if path.suffix == ".jsonl":
+      pass
+    elif data_dir is None:
+      path = benchmark_path(name)
+    else:
       path = Path(data_dir) / f"{name}.jsonl"
     if not path.is_file():
       raise FileNotFoundError(f"benchmark file not found: {path}")

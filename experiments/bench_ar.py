@@ -3,7 +3,7 @@
     python experiments/bench_ar.py --num-prompts 12 --max-new-tokens 128
 
 SmolLM2-135M-Instruct (the bundled GGUF, dequantised to float32 by both), greedy, chat template,
-prompts = the first N/3 of gsm8k, humaneval and mt-bench in ../shared/data/eval. Batch 1 runs
+prompts = the first N/3 of gsm8k, humaneval and mt-bench bundled with the package (dspark_jax/benchmarks). Batch 1 runs
 prompt by prompt, alternating the two systems; batch 8 runs groups of 8 (HF left-pads). Both
 stop rows at EOS; tokens/s = generated tokens / wall seconds of the generation call including
 prefill. Our compilation is excluded (reported separately); each system gets one warm-up call.
@@ -23,11 +23,12 @@ from pathlib import Path
 import jax
 import torch
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.io.load import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = ROOT.parent / "shared" / "data" / "eval"
+EVAL = BENCHMARK_DIR
 
 
 def load_prompts(n: int) -> list[str]:

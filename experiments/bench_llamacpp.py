@@ -28,6 +28,8 @@ from pathlib import Path
 
 import jax
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
+
 
 def gguf_path() -> str:
   import importlib.util
@@ -55,7 +57,7 @@ def main(argv=None) -> int:
   parser.add_argument("--prompts", type=int, default=6)
   parser.add_argument("--max-new-tokens", type=int, default=64)
   parser.add_argument("--threads", type=int, default=os.cpu_count())
-  parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/eval"))
+  parser.add_argument("--data-dir", type=Path, default=BENCHMARK_DIR)
   parser.add_argument("--out", type=Path, default=Path("results/speed"))
   args = parser.parse_args(argv)
 

@@ -3,7 +3,7 @@
     python experiments/bench_spec.py --per-benchmark 30 --max-new-tokens 256 --draft-len 4
 
 SmolLM2-135M-Instruct (bundled GGUF, float32), greedy, batch 1, chat template; prompts = the first
-N of gsm8k, humaneval and mt-bench in ../shared/data/eval. For every prompt, four systems run
+N of gsm8k, humaneval and mt-bench bundled with the package (dspark_jax/benchmarks). For every prompt, four systems run
 back to back in a rotating order: our plain decoding, our n-gram speculative decoding, HF
 `generate`, HF prompt-lookup decoding (`prompt_lookup_num_tokens`). Tokens/s = generated tokens
 / wall seconds of the call (prefill included; our compilation excluded). Also measured: tokens
@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, spec_prefill, speculative_generate
 from dspark_jax.decoding.verify import verify
@@ -40,7 +41,7 @@ from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.transformer import forward
 
 ROOT = Path(__file__).resolve().parents[1]
-EVAL = ROOT.parent / "shared" / "data" / "eval"
+EVAL = BENCHMARK_DIR
 BENCHMARKS = ("gsm8k", "humaneval", "mt-bench")
 
 

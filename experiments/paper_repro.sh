@@ -6,7 +6,7 @@
 #
 #   bash experiments/paper_repro.sh && python experiments/paper_figures.py
 #
-# One evaluation setting for every drafter: the six benchmarks of ../shared/data/eval, LIMIT
+# One evaluation setting for every drafter: the six bundled benchmarks (dspark_jax/benchmarks), LIMIT
 # prompts each after the seeded shuffle, T = 1 (the paper's), MAX_NEW new tokens, batch 8,
 # full 7-token proposals.
 set -euo pipefail

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dspark_jax.benchmarks import benchmark_path
+
 
 def timed(fn, *args, repeats: int) -> float:
   """Median milliseconds of fn(*args) (blocked), after one warm-up call."""
@@ -147,7 +149,7 @@ def main(argv=None) -> int:
     from dspark_jax.drafters.prefix import PrefixDrafter
 
     drafter = PrefixDrafter(drafter, args.verify_slots)
-  first = load_benchmark(Path("../shared/data/eval/gsm8k.jsonl"))[0]
+  first = load_benchmark(benchmark_path("gsm8k"))[0]
   prompt = model.tokenizer.encode_chat(first.chat())
   record = {
     "drafter": args.drafter,

@@ -32,6 +32,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
+
 DOMAIN_BENCHMARKS = {
   "math": ("gsm8k", "math500"),
   "code": ("humaneval", "mbpp"),
@@ -118,7 +120,7 @@ def main(argv=None) -> int:
   parser.add_argument("--batches-per-domain", type=int, default=1, help="batches per domain")
   parser.add_argument("--single-prompts", type=int, default=4, help="prompts per domain at batch 1")
   parser.add_argument("--max-new-tokens", type=int, default=64)
-  parser.add_argument("--data-dir", type=Path, default=Path("../shared/data/eval"))
+  parser.add_argument("--data-dir", type=Path, default=BENCHMARK_DIR)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", type=Path, default=Path("results/speed"))
   args = parser.parse_args(argv)

@@ -21,6 +21,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
+
 
 def plot(record: dict, path: Path) -> None:
   import matplotlib
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
   parser.add_argument("--drafter", required=True, help="a DSpark drafter folder")
   parser.add_argument("--model", default="smollm2-135m")
   parser.add_argument("--benchmarks", nargs="+", default=["gsm8k", "humaneval", "mt-bench"])
-  parser.add_argument("--data-dir", default="../shared/data/eval")
+  parser.add_argument("--data-dir", default=str(BENCHMARK_DIR))
   parser.add_argument("--limit", type=int, default=20)
   parser.add_argument("--max-new-tokens", type=int, default=128)
   parser.add_argument("--max-prompt-tokens", type=int, default=1024)

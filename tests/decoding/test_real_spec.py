@@ -7,6 +7,7 @@ from pathlib import Path
 import jax
 import pytest
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.drafters.ngram import NgramDrafter
@@ -16,7 +17,7 @@ from dspark_jax.io.load import load_model
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-EVAL = ROOT.parent / "shared" / "data" / "eval"
+EVAL = BENCHMARK_DIR
 DSPARK = ROOT / "data" / "drafters" / "smollm2_135m_dspark"  # committed by issue 5
 
 

@@ -1,0 +1,68 @@
+"""The repository stands alone: nothing it ships reaches outside it, and the wheel carries the
+benchmark prompts."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from dspark_jax.benchmarks import BENCHMARK_DIR, benchmark_names, benchmark_path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Spelled in pieces so that this file does not match itself.
+OUTSIDE = ["../" + "shared", "shared/" + "docs", "shared/" + "data"]
+SHIPPED = ("dspark_jax", "tests", "docs", "configs", "experiments", "tpu_scripts", ".ci")
+TOP_FILES = ("Makefile", "pyproject.toml", "README.md", "TRAINING.md", "RESULTS.md", "BENCHMARKS.md")
+
+
+def _tracked_text_files():
+  out = subprocess.run(
+    ["git", "ls-files", "--cached", "--others", "--exclude-standard", *SHIPPED, *TOP_FILES],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  if out.returncode != 0:
+    pytest.skip("not a git checkout")
+  for name in out.stdout.splitlines():
+    path = ROOT / name
+    if path.is_file() and path.suffix not in (".safetensors", ".npz", ".png", ".gguf"):
+      yield name, path
+
+
+def test_nothing_in_the_repository_names_the_workspace_folder_beside_it():
+  hits = []
+  for name, path in _tracked_text_files():
+    try:
+      text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+      continue
+    hits += [f"{name}:{i}" for i, line in enumerate(text.splitlines(), 1) if any(s in line for s in OUTSIDE)]
+  assert not hits, f"these lines reach outside the repository: {hits}"
+
+
+def test_the_bundled_benchmarks_are_there_with_their_licence():
+  assert benchmark_names() == ["aime25", "gsm8k", "humaneval", "math500", "mbpp", "mt-bench"]
+  assert (BENCHMARK_DIR / "LICENSE.DeepSpec").read_text().startswith("MIT License")
+  assert sum(1 for _ in open(benchmark_path("gsm8k"), encoding="utf-8")) == 1319
+  with pytest.raises(FileNotFoundError, match="no bundled benchmark 'nope'; bundled: aime25"):
+    benchmark_path("nope")
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_benchmark_files(tmp_path):
+  out = subprocess.run(
+    [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w"]
+    + [str(tmp_path), str(ROOT)],
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  (wheel,) = tmp_path.glob("dspark_jax-*.whl")
+  names = set(zipfile.ZipFile(wheel).namelist())
+  for file in [*(f"{n}.jsonl" for n in benchmark_names()), "LICENSE.DeepSpec", "README.md"]:
+    assert f"dspark_jax/benchmarks/{file}" in names
