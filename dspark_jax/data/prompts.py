@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 ROLES = {
@@ -144,11 +144,38 @@ def split(prompts: list[Prompt], holdout_fraction: float = 0.05, seed: int = 42)
   return train, holdout
 
 
-def load_benchmark(path: str | Path) -> list[Prompt]:
-  """A benchmark JSONL file: one record per line with a `turns` list; the first turn is used.
+def first_turn(record) -> str:
+  """The stripped first turn of a benchmark record: a JSON object whose `turns` is a non-empty
+  list of strings, the first one non-empty.
 
   Raises:
-    ValueError: a line that is not JSON or has no non-empty first turn (with its line number).
+    ValueError: anything else, saying what was found (no file or line: the caller adds them).
+  """
+  if not isinstance(record, dict):
+    raise ValueError(f"a record must be a JSON object, got {type(record).__name__}")
+  if "turns" not in record:
+    raise ValueError("no `turns` field (a list of strings)")
+  turns = record["turns"]
+  if not isinstance(turns, list):
+    raise ValueError(f"`turns` must be a list of strings, got {type(turns).__name__}")
+  if not turns:
+    raise ValueError("`turns` must be a list of strings, got an empty list")
+  odd = [type(t).__name__ for t in turns if not isinstance(t, str)]
+  if odd:
+    raise ValueError(f"`turns` must be a list of strings, got a list holding {odd[0]}")
+  if not turns[0].strip():
+    raise ValueError("the first turn in `turns` is empty")
+  return turns[0].strip()
+
+
+def load_benchmark(path: str | Path) -> list[Prompt]:
+  """A benchmark JSONL file: one JSON object per line with a `turns` list of strings; the first
+  turn is used.
+
+  Raises:
+    FileNotFoundError: the file does not exist.
+    ValueError: a line that is not JSON, not an object, or has no valid `turns` (with
+      `path:line:` and what was found).
   """
   path = Path(path)
   name = path.stem
@@ -161,12 +188,27 @@ def load_benchmark(path: str | Path) -> list[Prompt]:
         record = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{path}:{line_no}: not valid JSON ({e})") from None
-      turns = record.get("turns") if isinstance(record, dict) else None
-      if not turns or not str(turns[0]).strip():
-        raise ValueError(f"{path}:{line_no}: no non-empty first turn in the `turns` field")
+      try:
+        text = first_turn(record)
+      except ValueError as e:
+        raise ValueError(f"{path}:{line_no}: {e}") from None
       rid = record.get("question_id", record.get("id", line_no))
-      prompts.append(Prompt(f"{name}:{rid}", (("user", str(turns[0]).strip()),), name))
+      prompts.append(Prompt(f"{name}:{rid}", (("user", text),), name))
   return prompts
+
+
+def load_benchmarks(paths: Mapping[str, str | Path]) -> dict[str, list[Prompt]]:
+  """{name: prompts} for every benchmark file, all read and validated before any is used (so a
+  bad last file fails before the model loads, not after the first benchmark ran).
+
+  Raises:
+    FileNotFoundError: one or more files do not exist (all of them are named).
+    ValueError: a malformed file (see `load_benchmark`).
+  """
+  missing = [f"{name} ({path})" for name, path in paths.items() if not Path(path).is_file()]
+  if missing:
+    raise FileNotFoundError(f"benchmark file not found: {', '.join(missing)}")
+  return {name: load_benchmark(path) for name, path in paths.items()}
 
 
 def domain_of(benchmark: str) -> str:

@@ -9,19 +9,26 @@ Prompts are answered a window at a time (`sort_window` batches: fixed slices of 
 list), sorted by length inside the window so that each batch pads little; the window's lines are
 then written in input order.
 
-Resuming after a kill at any point: a partial last line is cut off, the file is rolled back to
-the last whole window, every kept line is checked against the prompt list (index and id), and
-generation continues from there. Every random draw is keyed by (seed, prompt index, position),
-so a resumed run writes exactly the lines an uninterrupted run writes: no sample skipped, none
-duplicated, none changed. (DeepSpec writes in completion order and resumes by line count, which
-can skip or duplicate samples.) The number of prompts is not a setting: a run with a larger
-`--limit` extends the file, because the kept lines are checked one by one against the prompt
-list.
+Resuming after a kill at any point: a partial last line is cut off, the file is rolled back to the
+last whole window (`sort_window` x `batch_size` prompts, not the last batch), every kept line is
+checked against the prompt list (index and id), and generation continues from there. Every random
+draw is keyed by (seed, prompt index, position), so a resumed run writes exactly the lines an
+uninterrupted run writes: no sample skipped, none duplicated, none changed. (DeepSpec writes in
+completion order and resumes by line count, which can skip or duplicate samples.) The number of
+prompts is not a setting: a run with a larger `--limit` extends the file, because the kept lines are
+checked one by one against the prompt list.
+
+One run at a time: a run holds an exclusive lock on `<out>.lock` (flock, released by the kernel
+when the process ends however it ends), and a second run on the same file is refused. Paths in
+the recorded settings (say, a model file or a source JSONL) are compared by their last
+component only, so a run can be resumed from another directory or with the model moved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import time
@@ -75,11 +82,41 @@ def _meta_path(out: Path) -> Path:
   return out.with_name(out.name + ".meta.json")
 
 
+def _lock_path(out: Path) -> Path:
+  return out.with_name(out.name + ".lock")
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path):
+  """Holds an exclusive flock on `<out>.lock` for the block; refuses at once if another process
+  holds it. The kernel drops the lock when the file is closed or the process dies, so a killed
+  run leaves no stale lock (the lock file itself stays: deleting it would race a new run)."""
+  lock = _lock_path(out)
+  with open(lock, "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise RegenerationError(
+        f"{out} is being written by another process (lock {lock}); wait for it or write to "
+        "another file"
+      ) from None
+    yield
+
+
+def _identity(value):
+  """A setting as compared on resume: a string naming a path (it holds a separator) counts by
+  its last component, so moving a model file or resuming from another directory is not a new
+  run; everything else as it is."""
+  if isinstance(value, str) and ("/" in value or os.sep in value):
+    return Path(value).name
+  return value
+
+
 def _check_meta(out: Path, meta: dict) -> None:
   path = _meta_path(out)
   if path.is_file():
     old = json.loads(path.read_text())
-    diff = {k: (old.get(k), v) for k, v in meta.items() if old.get(k) != v}
+    diff = {k: (old.get(k), v) for k, v in meta.items() if _identity(old.get(k)) != _identity(v)}
     if diff:
       raise RegenerationError(
         f"{out} was written by a run with other settings {diff} (old, new); resume with the "
@@ -175,12 +212,23 @@ def regenerate(
     config: settings; with `run_info` (say, the model name) they must match on resume.
 
   Raises:
-    RegenerationError: the file belongs to another run or is corrupt.
+    RegenerationError: the file belongs to another run, is corrupt, or is being written by
+      another process.
   """
-  from tqdm import tqdm
-
   out = Path(out_path)
   out.parent.mkdir(parents=True, exist_ok=True)
+  with _exclusive(out):
+    return _regenerate(
+      prompts, out, encode, decode, generate_batch, config, stop_ids, pad_prompt, run_info, progress
+    )
+
+
+def _regenerate(
+  prompts, out, encode, decode, generate_batch, config, stop_ids, pad_prompt, run_info, progress
+) -> RegenSummary:
+  """`regenerate`, with the lock held."""
+  from tqdm import tqdm
+
   meta = {**dataclasses.asdict(config), **(run_info or {})}
   _check_meta(out, meta)
   window = config.batch_size * config.sort_window
@@ -218,12 +266,28 @@ def regenerate(
 
 
 def read_regenerated(path: str | Path) -> list[dict]:
-  """The complete lines of a regeneration file."""
+  """The complete lines of a regeneration file (a partial last line is left out).
+
+  Raises:
+    RegenerationError: a line that is not JSON, or whose `index` is not its line number (0, 1,
+      2, ...): a duplicated or out-of-order line, as two runs writing one file would leave.
+  """
   rows = []
   with open(path, encoding="utf-8") as f:
-    for line in f:
-      if line.endswith("\n"):
-        rows.append(json.loads(line))
+    for k, line in enumerate(f):
+      if not line.endswith("\n"):
+        break
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        raise RegenerationError(f"{path}: line {k + 1} is not valid JSON") from None
+      index = row.get("index") if isinstance(row, dict) else None
+      if index != k:
+        raise RegenerationError(
+          f"{path}: line {k + 1} has index {index!r}, expected {k} (a duplicated or out-of-order "
+          "line; regenerate it into a new file)"
+        )
+      rows.append(row)
   return rows
 
 

@@ -10,6 +10,7 @@ from dspark_jax.data.prompts import (
   dedupe,
   iter_json_array,
   load_benchmark,
+  load_benchmarks,
   load_sharegpt,
   prompt_from_conversation,
   sharegpt_path,
@@ -78,3 +79,57 @@ def test_benchmark_files_and_errors(tmp_path):
   bad.write_text('{"turns": ["ok"]}\n{"turns": []}\n')
   with pytest.raises(ValueError, match="bad.jsonl:2"):
     load_benchmark(bad)
+
+
+def write_jsonl(path, *lines):
+  path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+  return path
+
+
+@pytest.mark.parametrize(
+  "line, found",
+  [
+    ('{"turns": "What is 2+2?"}', "`turns` must be a list of strings, got str"),
+    ('{"turns": {"q": "What is 2+2?"}}', "`turns` must be a list of strings, got dict"),
+    ('{"turns": 4}', "`turns` must be a list of strings, got int"),
+    ('{"turns": [4]}', "`turns` must be a list of strings, got a list holding int"),
+    (
+      '{"turns": ["What?", null]}',
+      "`turns` must be a list of strings, got a list holding NoneType",
+    ),
+    ('{"turns": []}', "got an empty list"),
+    ('{"turns": ["  "]}', "the first turn in `turns` is empty"),
+    ('{"question": "What is 2+2?"}', "no `turns` field"),
+    ('["What is 2+2?"]', "a record must be a JSON object, got list"),
+    ('"What is 2+2?"', "a record must be a JSON object, got str"),
+  ],
+)
+def test_a_malformed_benchmark_record_names_its_line_and_what_was_found(tmp_path, line, found):
+  path = write_jsonl(tmp_path / "bench.jsonl", '{"turns": ["ok"]}', "", line)
+  with pytest.raises(ValueError, match=r"bench\.jsonl:3: ") as e:
+    load_benchmark(path)
+  assert found in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_valid_benchmark_uses_the_whole_first_turn(tmp_path):
+  path = write_jsonl(
+    tmp_path / "mt.jsonl",
+    '{"question_id": 81, "turns": [" What is 2+2? ", "And 3+3?"]}',
+    '{"turns": ["Name a colour."]}',
+  )
+  prompts = load_benchmark(path)
+  assert [p.id for p in prompts] == ["mt:81", "mt:2"]
+  assert [p.text for p in prompts] == ["What is 2+2?", "Name a colour."]
+  assert prompts[0].messages == (("user", "What is 2+2?"),) and prompts[0].source == "mt"
+
+
+def test_load_benchmarks_validates_every_file_before_returning(tmp_path):
+  good = write_jsonl(tmp_path / "good.jsonl", '{"turns": ["q1"]}', '{"turns": ["q2"]}')
+  bad = write_jsonl(tmp_path / "bad.jsonl", '{"turns": ["q"]}', '{"turns": "q"}')
+  loaded = load_benchmarks({"good": good, "other": str(good)})
+  assert list(loaded) == ["good", "other"] and [p.text for p in loaded["good"]] == ["q1", "q2"]
+  with pytest.raises(ValueError, match=r"bad\.jsonl:2: `turns` must be a list of strings, got str"):
+    load_benchmarks({"good": good, "bad": bad})  # the second file fails, before any is used
+  missing = tmp_path / "gone.jsonl"
+  with pytest.raises(FileNotFoundError, match=r"benchmark file not found: gone \(.*gone\.jsonl\)"):
+    load_benchmarks({"good": good, "gone": missing, "bad": bad})  # missing files come first

@@ -1,6 +1,7 @@
 """Regeneration: input order, per-sample errors, and kill/resume with nothing skipped or doubled."""
 
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -100,3 +101,105 @@ def test_sorting_by_length_inside_a_window_does_not_change_the_answers(reference
   worker.run(out, config=dataclasses.replace(worker.CONFIG, sort_window=1))  # plain slices
   strip = lambda path: [json.loads(line)["response_ids"] for line in path.read_text().splitlines()]
   assert strip(out) == strip(ref_out)
+
+
+def resume_complete(out, run_info):
+  """Resumes a complete copy of the reference file: nothing to generate, so no model needed."""
+  return regenerate(
+    worker.prompts(),
+    out,
+    encode=worker.encode,
+    decode=worker.decode,
+    generate_batch=None,
+    config=worker.CONFIG,
+    stop_ids=worker.STOP,
+    run_info=run_info,
+    progress=False,
+  )
+
+
+def copy_reference(ref_out, out, **meta_changes):
+  out.write_bytes(ref_out.read_bytes())
+  meta = json.loads(Path(str(ref_out) + ".meta.json").read_text()) | meta_changes
+  Path(str(out) + ".meta.json").write_text(json.dumps(meta))
+
+
+def lock_is_free(out) -> bool:
+  with open(str(out) + ".lock", "a") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      return False
+    return True
+
+
+def test_a_second_process_on_the_same_file_is_refused(reference, tmp_path):
+  ref_out, _ = reference
+  assert lock_is_free(ref_out)  # released after a normal run
+  out = tmp_path / "regen.jsonl"
+  copy_reference(ref_out, out)
+  holder = subprocess.Popen(
+    [
+      sys.executable,
+      "-c",
+      "import fcntl, sys, time; f = open(sys.argv[1], 'a'); fcntl.flock(f, fcntl.LOCK_EX); "
+      "print('locked', flush=True); time.sleep(300)",
+      str(out) + ".lock",
+    ],
+    stdout=subprocess.PIPE,
+    text=True,
+  )
+  try:
+    assert holder.stdout.readline() == "locked\n"
+    with pytest.raises(
+      RegenerationError, match=r"being written by another process \(lock .*regen\.jsonl\.lock\)"
+    ):
+      resume_complete(out, {"model": "tiny"})
+    assert out.read_bytes() == ref_out.read_bytes()  # untouched
+  finally:
+    holder.kill()
+    holder.wait()
+  assert lock_is_free(out)  # the kernel dropped the dead process's lock
+  assert resume_complete(out, {"model": "tiny"}).resumed_from == 22
+  with pytest.raises(RegenerationError, match="other settings"):
+    resume_complete(out, {"model": "other"})
+  assert lock_is_free(out)  # released after an exception too
+
+
+def test_a_lock_held_in_this_process_by_another_open_file_is_refused(reference, tmp_path):
+  ref_out, _ = reference
+  out = tmp_path / "regen.jsonl"
+  copy_reference(ref_out, out)
+  with open(str(out) + ".lock", "a") as f:
+    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with pytest.raises(RegenerationError, match="is being written by another process"):
+      resume_complete(out, {"model": "tiny"})
+
+
+def test_reading_duplicated_or_out_of_order_lines_is_refused(reference, tmp_path):
+  ref_out, _ = reference
+  lines = ref_out.read_text().splitlines()
+  doubled = tmp_path / "doubled.jsonl"
+  doubled.write_text("\n".join(lines[:4] + [lines[3]] + lines[4:]) + "\n")
+  with pytest.raises(RegenerationError, match=r"doubled\.jsonl: line 5 has index 3, expected 4"):
+    read_regenerated(doubled)
+  swapped = tmp_path / "swapped.jsonl"
+  swapped.write_text("\n".join([lines[1], lines[0]] + lines[2:]) + "\n")
+  with pytest.raises(RegenerationError, match=r"swapped\.jsonl: line 1 has index 1, expected 0"):
+    read_regenerated(swapped)
+  two_runs = tmp_path / "two_runs.jsonl"  # what two concurrent runs used to leave
+  two_runs.write_text("\n".join(lines + lines) + "\n")
+  with pytest.raises(RegenerationError, match="line 23 has index 0, expected 22"):
+    read_regenerated(two_runs)
+  assert len(read_regenerated(ref_out)) == 22
+
+
+def test_paths_in_the_settings_count_by_their_last_component(reference, tmp_path):
+  ref_out, _ = reference
+  out = tmp_path / "moved" / "regen.jsonl"  # the output moved too
+  out.parent.mkdir()
+  copy_reference(ref_out, out, model="/old/place/tiny.gguf", source="data/eval/gsm8k.jsonl")
+  info = {"model": "/new/place/tiny.gguf", "source": "/abs/eval/gsm8k.jsonl"}
+  assert resume_complete(out, info).resumed_from == 22
+  with pytest.raises(RegenerationError, match="other settings"):
+    resume_complete(out, info | {"model": "/new/place/other.gguf"})
