@@ -95,7 +95,7 @@ HEAD_KINDS: tuple[str, ...] = ("markov", "gated", "rnn", "none")
 class DraftConfig:
   """A trained drafter (DSpark, DFlash or Eagle3); its width, heads and RoPE are the target's.
 
-  Defaults are DeepSpec's (see `shared/docs/dspark.md` section 2). `block_size` is G, the number
+  Defaults are DeepSpec's (see `docs/method.md` section 2). `block_size` is G, the number
   of draft tokens per round: the parallel block holds the anchor and G - 1 mask tokens, and slot
   k predicts the token k + 1 positions after the anchor.
   """

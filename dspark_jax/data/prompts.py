@@ -26,7 +26,7 @@ ROLES = {
   "system": "system",
 }
 
-# Benchmark files by domain (shared/docs/dspark.md section 4).
+# Benchmark files by domain (docs/method.md section 4).
 DOMAINS = {
   "gsm8k": "math",
   "math500": "math",

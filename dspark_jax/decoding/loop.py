@@ -46,7 +46,8 @@ class SpecStats:
   reached: jax.Array  # [B, G] rounds in which slot k was verified with all before it accepted
   committed: jax.Array  # [B] tokens committed by rounds (the prefill's first token excluded)
   # [B] tokens the rounds count toward tau: accepted drafts plus the bonus token, except that a
-  # round reaching a stop token counts only its accepted drafts, up to the stop (dspark.md 4).
+  # round reaching a stop token counts only its accepted drafts, up to the stop (docs/method.md
+  # section 4).
   counted: jax.Array
 
 

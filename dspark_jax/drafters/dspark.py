@@ -1,6 +1,6 @@
 """DSpark: a parallel block backbone, a sequential head and a confidence head.
 
-`shared/docs/dspark.md` section 2 has the method. Slot k of the block anchored at position a
+`docs/method.md` section 2 has the method. Slot k of the block anchored at position a
 has position a + k, takes the anchor (k = 0) or the mask token as input, and predicts the
 token at a + k + 1. The draft distribution at slot k is softmax(U_k + B_k), U_k the backbone's
 logits through the target's frozen LM head, B_k the sequential head's bias.

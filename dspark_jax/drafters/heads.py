@@ -1,4 +1,4 @@
-"""DSpark's sequential heads and confidence head (`shared/docs/dspark.md`, section 2).
+"""DSpark's sequential heads and confidence head (`docs/method.md`, section 2).
 
 The sequential head adds a bias B_k [V] to the backbone's logits U_k at block slot k, computed
 from the previous token x_{k-1} (x_0 is the anchor) and, for the gated and RNN heads, from the

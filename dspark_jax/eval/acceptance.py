@@ -1,4 +1,4 @@
-"""Acceptance metrics of speculative decoding (dspark.md section 4), from the loop's round counts.
+"""Acceptance metrics of speculative decoding (docs/method.md section 4), from round counts.
 
 Counts are sums over rows (`SpecResult` fields summed over the batch). G proposal slots:
   rounds         rounds run

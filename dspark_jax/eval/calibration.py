@@ -5,7 +5,7 @@ confidence logit z_k and the realised prefix acceptance y_k (1 iff slots 1..k we
 accepted). The score judged is the cumulative product a_k = prod_{j<=k} sigmoid(z_j / T_j), the
 drafter's estimate of P(y_k = 1), which is what the scheduler ranks.
 
-STS (shared/docs/dspark.md section 5): for k = 1..G in order, one temperature T_k for slot k's
+STS (docs/method.md section 5): for k = 1..G in order, one temperature T_k for slot k's
 logit, chosen on a grid to minimise the ECE of a_k against y_k with the earlier slots'
 temperatures fixed. The grid holds T = 1, so each step never raises the ECE it optimises: slot
 k's fitted ECE is at most its ECE with T_k = 1 and the earlier slots' fitted temperatures. Slot 1

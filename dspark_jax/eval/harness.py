@@ -26,7 +26,7 @@ import numpy as np
 from dspark_jax.eval.acceptance import acceptance_metrics
 from dspark_jax.eval.calibration import full_rounds
 
-# The paper's per-benchmark prompt caps (dspark.md section 4); other files are not capped.
+# The paper's per-benchmark prompt caps (docs/method.md section 4); other files are not capped.
 PAPER_CAPS = {
   "gsm8k": 500,
   "math500": 500,

@@ -1,4 +1,4 @@
-"""Drafter losses (`shared/docs/dspark.md` section 3), as functions of logits.
+"""Drafter losses (`docs/method.md` section 3), as functions of logits.
 
 Per anchor block and slot k (0-based): the draft logits (corrected, U_k + B_k), the target's
 logits at the same position (recomputed from its final hidden state, never stored), the label
