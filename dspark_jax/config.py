@@ -49,6 +49,9 @@ class ModelConfig:
   final_logit_softcap: float | None = None
   tie_embeddings: bool = True
   dtype: str = "float32"
+  # Longest sequence (prompt + generated tokens) the model was trained for, from the GGUF's
+  # `<arch>.context_length` or HF's `max_position_embeddings`; None = unknown (not enforced).
+  context_length: int | None = None
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -89,6 +92,8 @@ DrafterKind = Literal["dspark", "dflash", "eagle3"]
 HeadKind = Literal["markov", "gated", "rnn", "none"]
 DRAFTER_KINDS: tuple[str, ...] = ("dspark", "dflash", "eagle3")
 HEAD_KINDS: tuple[str, ...] = ("markov", "gated", "rnn", "none")
+# DeepSpec's configs call the plain Markov head "vanilla"; both spellings are accepted.
+HEAD_ALIASES = {"vanilla": "markov"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +124,12 @@ class DraftConfig:
   def __post_init__(self):
     if self.kind not in DRAFTER_KINDS:
       raise ValueError(f"unknown drafter kind {self.kind!r}; choose one of {DRAFTER_KINDS}")
+    object.__setattr__(self, "head", HEAD_ALIASES.get(self.head, self.head))
     if self.head not in HEAD_KINDS:
-      raise ValueError(f"unknown sequential head {self.head!r}; choose one of {HEAD_KINDS}")
+      raise ValueError(
+        f"unknown sequential head {self.head!r}; choose one of {HEAD_KINDS} "
+        f"({', '.join(f'{a!r} = {b!r}' for a, b in HEAD_ALIASES.items())})"
+      )
     if self.block_size < 1:
       raise ValueError(f"block_size must be >= 1, got {self.block_size}")
     if self.num_layers < 1:
@@ -129,7 +138,7 @@ class DraftConfig:
       raise ValueError(
         f"{self.kind} has no sequential or confidence head: set head=none confidence_head=false"
       )
-    if self.head != "none" and self.markov_rank < 1:
+    if self.uses_token_table and self.markov_rank < 1:
       raise ValueError(f"markov_rank must be >= 1, got {self.markov_rank}")
     if not self.target_layer_ids:
       raise ValueError("target_layer_ids must name at least one target layer")
@@ -140,6 +149,12 @@ class DraftConfig:
       )
     if temps and not self.confidence_head:
       raise ValueError("confidence_temperatures need a confidence head")
+    # Fields that do not apply take one canonical value, so equal configs are equal functions
+    # (a DFlash drafter read back from a checkpoint that stores rank 0 equals the one saved).
+    if not self.confidence_head:
+      object.__setattr__(self, "confidence_with_markov", True)
+    if not self.uses_token_table:
+      object.__setattr__(self, "markov_rank", 0)
 
   @property
   def uses_token_table(self) -> bool:

@@ -1,6 +1,7 @@
 """The repository stands alone: nothing it ships reaches outside it, and the wheel carries the
 benchmark prompts."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,7 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # Spelled in pieces so that this file does not match itself.
 OUTSIDE = ["../" + "shared", "shared/" + "docs", "shared/" + "data"]
 SHIPPED = ("dspark_jax", "tests", "docs", "configs", "experiments", "tpu_scripts", ".ci")
-TOP_FILES = ("Makefile", "pyproject.toml", "README.md", "TRAINING.md", "RESULTS.md", "BENCHMARKS.md")
+TOP_FILES = (
+  "Makefile",
+  "pyproject.toml",
+  "README.md",
+  "TRAINING.md",
+  "RESULTS.md",
+  "BENCHMARKS.md",
+)
 
 
 def _tracked_text_files():
@@ -40,7 +48,11 @@ def test_nothing_in_the_repository_names_the_workspace_folder_beside_it():
       text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
       continue
-    hits += [f"{name}:{i}" for i, line in enumerate(text.splitlines(), 1) if any(s in line for s in OUTSIDE)]
+    hits += [
+      f"{name}:{i}"
+      for i, line in enumerate(text.splitlines(), 1)
+      if any(s in line for s in OUTSIDE)
+    ]
   assert not hits, f"these lines reach outside the repository: {hits}"
 
 
@@ -54,9 +66,16 @@ def test_the_bundled_benchmarks_are_there_with_their_licence():
 
 @pytest.mark.slow
 def test_the_wheel_ships_the_benchmark_files(tmp_path):
+  # Built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
+  src = tmp_path / "src"
+  shutil.copytree(
+    ROOT / "dspark_jax", src / "dspark_jax", ignore=shutil.ignore_patterns("__pycache__")
+  )
+  for name in ("pyproject.toml", "README.md"):
+    shutil.copy(ROOT / name, src / name)
   out = subprocess.run(
     [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w"]
-    + [str(tmp_path), str(ROOT)],
+    + [str(tmp_path), str(src)],
     capture_output=True,
     text=True,
     check=False,

@@ -1,8 +1,9 @@
 """Drafters in the released DeepSpec format: an HF folder that GPU engines and DeepSpec read.
 
-`config.json` carries the drafter fields (block_size, mask_token_id, target_layer_ids,
-num_anchors, markov_rank, markov_head_type, enable_confidence_head, confidence_head_with_markov)
-next to the copied target fields; `model.safetensors` holds torch-layout tensors ([out, in]
+`config.json` is what DeepSpec writes: its Qwen3 target config with the drafter fields
+(block_size, mask_token_id, target_layer_ids, num_anchors, markov_rank, markov_head_type as
+"vanilla" / "gated" / "rnn", enable_confidence_head, confidence_head_with_markov; Eagle3's
+ttt_length, step_loss_decay) set; we read "markov" (our earlier spelling) as "vanilla" too. `model.safetensors` holds torch-layout tensors ([out, in]
 for linear maps) named as DeepSpec names them (`fc.weight`, `layers.{i}.self_attn.q_proj.weight`,
 `markov_head.markov_w1.weight`, ...). The embedding and LM head are written from the target's
 frozen arrays (DeepSpec ships them in every drafter) and read back only to check them.
@@ -124,8 +125,11 @@ def state_dict(drafter, params) -> dict[str, np.ndarray]:
   frozen = params["frozen"]
   out["embed_tokens.weight"] = np.asarray(frozen["embedding"], np.float32)
   head = frozen.get("lm_head")
+  # safetensors writes an array's raw buffer: a transposed view must be made contiguous first.
   out["lm_head.weight"] = (
-    out["embed_tokens.weight"] if head is None else np.asarray(head, np.float32).T
+    out["embed_tokens.weight"]
+    if head is None
+    else np.ascontiguousarray(np.asarray(head, np.float32).T)
   )
   return out
 
@@ -142,48 +146,110 @@ def state_dict_shapes(drafter) -> dict[str, tuple[int, ...]]:
   return shapes
 
 
+# The transformers release whose config layout (`dtype`, `rope_parameters`) DeepSpec's released
+# checkpoints follow; transformers reads the field only to warn about a version mismatch.
+FORMAT_TRANSFORMERS_VERSION = "5.24.0"
+# Qwen3Config's default, written when the target does not say how long its context is.
+DEFAULT_MAX_POSITIONS = 32768
+# DeepSpec's Eagle3 training settings (its config/eagle3 recipes); required fields of its config.
+EAGLE3_TTT_LENGTH, EAGLE3_STEP_LOSS_DECAY = 7, 0.8
+# Head names as DeepSpec's configs spell them (`markov_head_type`); ours call "vanilla" "markov".
+_DEEPSPEC_HEAD = {"markov": "vanilla", "gated": "gated", "rnn": "rnn"}
+
+
 def deepspec_config(drafter) -> dict[str, Any]:
+  """The drafter's `config.json` exactly as DeepSpec writes one.
+
+  DeepSpec's drafter config is a copy of its Qwen3 target's config with the drafter fields set
+  (`build_draft_config`): `markov_head_type` only when `markov_rank` > 0, rank 0 for a drafter
+  without a sequential head (DFlash), `confidence_head_with_markov` only with a confidence head,
+  and `tie_word_embeddings` false (the folder always holds its own `lm_head.weight`). The test
+  suite checks field for field against folders DeepSpec itself wrote.
+  """
   c, t = drafter.config, drafter.target
   if t.gemma_style:
     raise CheckpointError("saving drafters of Gemma targets in DeepSpec format is not supported")
-  return {
+  rope = {"rope_theta": t.rope_theta, "rope_type": "default"}
+  if t.rope_scaling_factor != 1.0:
+    rope = {"factor": t.rope_scaling_factor, "rope_theta": t.rope_theta, "rope_type": "linear"}
+  cfg: dict[str, Any] = {
     "architectures": [ARCHITECTURES[c.kind]],
-    "model_type": "qwen3",
-    "dspark_jax_kind": c.kind,
-    "block_size": c.block_size,
-    "mask_token_id": c.mask_token_id,
-    "target_layer_ids": list(c.target_layer_ids),
-    "num_anchors": c.num_anchors,
-    "markov_rank": c.markov_rank,
-    "markov_head_type": c.head,
-    "enable_confidence_head": c.confidence_head,
-    "confidence_head_with_markov": c.confidence_with_markov,
-    "hidden_size": t.hidden_size,
-    "intermediate_size": c.intermediate_size or t.intermediate_size,
-    "num_hidden_layers": c.num_layers,
-    "num_target_layers": t.num_layers,
-    "num_attention_heads": t.num_heads,
-    "num_key_value_heads": t.num_kv_heads,
+    "attention_bias": False,
+    "attention_dropout": 0.0,
+    "bos_token_id": None,
+    "dtype": "float32",
+    "eos_token_id": None,
     "head_dim": t.head_dim,
-    "vocab_size": t.vocab_size,
+    "hidden_act": "silu",
+    "hidden_size": t.hidden_size,
+    "initializer_range": 0.02,
+    "intermediate_size": c.intermediate_size or t.intermediate_size,
+    "layer_types": ["full_attention"] * c.num_layers,
+    "max_position_embeddings": t.context_length or DEFAULT_MAX_POSITIONS,
+    "max_window_layers": 28,
+    "model_type": "qwen3",
+    "num_attention_heads": t.num_heads,
+    "num_hidden_layers": c.num_layers,
+    "num_key_value_heads": t.num_kv_heads,
+    "num_target_layers": t.num_layers,
+    "pad_token_id": None,
     "rms_norm_eps": t.rms_eps,
-    "rope_theta": t.rope_theta,
-    "rope_scaling": (
-      None
-      if t.rope_scaling_factor == 1.0
-      else {"rope_type": "linear", "factor": t.rope_scaling_factor}
-    ),
-    "tie_word_embeddings": t.tie_embeddings,
-    "torch_dtype": "float32",
+    "rope_parameters": rope,
+    "sliding_window": None,
+    "target_layer_ids": list(c.target_layer_ids),
+    "tie_word_embeddings": False,
+    "transformers_version": FORMAT_TRANSFORMERS_VERSION,
+    "use_cache": True,
+    "use_sliding_window": False,
+    "vocab_size": t.vocab_size,
   }
+  if c.kind == "eagle3":
+    cfg |= {
+      "block_size": c.block_size,  # ours: tokens per proposal (DeepSpec's eval sets it per run)
+      "draft_num_hidden_layers": c.num_layers,
+      "step_loss_decay": EAGLE3_STEP_LOSS_DECAY,
+      "ttt_length": EAGLE3_TTT_LENGTH,
+    }
+    return dict(sorted(cfg.items()))
+  cfg |= {
+    "block_size": c.block_size,
+    "enable_confidence_head": c.confidence_head,
+    "markov_rank": c.markov_rank,
+    "mask_token_id": c.mask_token_id,
+    "num_anchors": c.num_anchors,
+  }
+  if c.head != "none":
+    cfg["markov_head_type"] = _DEEPSPEC_HEAD[c.head]
+  elif c.uses_token_table:
+    # The confidence head reads W1 with no sequential head: DeepSpec has no such model (its
+    # rank > 0 requires a head type), so this folder loads here but not in DeepSpec.
+    warnings.warn(
+      "a DSpark drafter with a confidence head on W1 but no sequential head has no DeepSpec "
+      "equivalent; DeepSpec will refuse this folder",
+      stacklevel=3,
+    )
+  if c.confidence_head:
+    cfg["confidence_head_with_markov"] = c.confidence_with_markov
+  return dict(sorted(cfg.items()))
 
 
-def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig, names=frozenset()):
+def _drafter_kind(cfg: dict[str, Any], arch: str) -> str:
+  if arch == "Qwen3Eagle3Model":
+    return "eagle3"
+  if "dspark_jax_kind" in cfg:  # folders written by dspark-jax before it wrote DeepSpec's config
+    return str(cfg["dspark_jax_kind"])
+  # DeepSpec: DFlash is the DSpark architecture with neither a sequential nor a confidence head.
+  has_heads = int(cfg.get("markov_rank", 0)) > 0 or bool(cfg.get("enable_confidence_head"))
+  return "dspark" if has_heads else "dflash"
+
+
+def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig) -> DraftConfig:
   """DraftConfig of a DeepSpec config.json, checked against the target it will run on."""
   arch = (cfg.get("architectures") or ["?"])[0]
   if arch not in ("Qwen3DSparkModel", "Qwen3Eagle3Model"):
     raise CheckpointError(
-      f"unsupported drafter architecture {arch!r}; supported: Qwen3DSparkModel, Qwen3Eagle3Model"
+      f"not a DeepSpec drafter folder: architecture {arch!r} (supported: Qwen3DSparkModel, "
+      "Qwen3Eagle3Model)"
     )
   for field, want in [
     ("hidden_size", target.hidden_size),
@@ -198,11 +264,9 @@ def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig, names=f
         f"drafter {field}={got} differs from the target's {want}: this drafter was made for "
         "another target model"
       )
-  head = cfg.get("markov_head_type") or "none"
-  kind = cfg.get("dspark_jax_kind")
-  if kind is None:  # a DeepSpec folder: DFlash is the DSpark architecture without heads
-    has_heads = any(n.startswith(("markov_head.", "confidence_head.")) for n in names)
-    kind = "eagle3" if arch == "Qwen3Eagle3Model" else ("dspark" if has_heads else "dflash")
+  kind = _drafter_kind(cfg, arch)
+  rank = int(cfg.get("markov_rank", 0))
+  head = str(cfg.get("markov_head_type") or "none").lower() if rank > 0 else "none"
   if kind != "dspark":
     head = "none"
   width = int(cfg.get("intermediate_size", target.intermediate_size))
@@ -214,13 +278,13 @@ def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig, names=f
       target_layer_ids=tuple(int(i) for i in cfg.get("target_layer_ids", ())),
       mask_token_id=int(cfg.get("mask_token_id", 0)),
       head=head,
-      markov_rank=int(cfg.get("markov_rank", 256)),
+      markov_rank=rank,
       confidence_head=bool(cfg.get("enable_confidence_head", False)) and kind == "dspark",
       confidence_with_markov=bool(cfg.get("confidence_head_with_markov", True)),
       num_anchors=int(cfg.get("num_anchors", 512)),
       intermediate_size=width if width != target.intermediate_size else None,
     )
-  except (ValueError, KeyError) as e:
+  except (ValueError, KeyError, TypeError) as e:
     raise CheckpointError(f"bad drafter config.json: {e}") from None
 
 
@@ -257,7 +321,7 @@ def save_drafter(
     raise ValueError(f"dtype must be one of {SAVE_DTYPES}, got {dtype!r}")
   folder = Path(path)
   folder.mkdir(parents=True, exist_ok=True)
-  config = deepspec_config(drafter) | {"torch_dtype": dtype}
+  config = deepspec_config(drafter) | {"dtype": dtype}
   tensors = state_dict(drafter, params)
   if not include_shared:
     tensors = {k: v for k, v in tensors.items() if k not in SHARED_TENSORS}
@@ -284,9 +348,13 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
       a different target (width, vocabulary, heads, layer ids).
   """
   folder = Path(path)
+  if not folder.is_dir():
+    raise CheckpointError(f"drafter folder not found: {folder}")
+  if not (folder / "config.json").is_file():
+    raise CheckpointError(f"{folder} is not a DeepSpec drafter folder: it has no config.json")
   cfg = read_config_json(folder)
+  config = draft_config_from_deepspec(cfg, target)
   get = tensor_getter(folder)
-  config = draft_config_from_deepspec(cfg, target, get.names)
   calibration = folder / CALIBRATION_FILE
   if calibration.is_file():
     temps = json.loads(calibration.read_text()).get("confidence_temperatures", [])
@@ -299,6 +367,13 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
   except ValueError as e:
     raise CheckpointError(f"drafter in {folder} cannot run on this target: {e}") from None
   trainable = trainable_from_state_dict(drafter, get)
+  unused = sorted(get.names - set(state_dict_shapes(drafter)))
+  if unused:
+    raise CheckpointError(
+      f"{folder} holds {len(unused)} tensors this {config.kind} drafter does not use "
+      f"({', '.join(unused[:5])}{', ...' if len(unused) > 5 else ''}): its config.json does not "
+      "describe its weights"
+    )
   embedding = get("embed_tokens.weight")
   if embedding is not None:
     mine = np.asarray(target_params["embedding"], np.float32)

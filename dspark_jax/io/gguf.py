@@ -128,8 +128,13 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
     rope_scaling_factor=factor,
     tie_embeddings="output.weight" not in tensor_names,
     dtype=dtype,
+    context_length=_positive_or_none(meta.get(f"{arch}.context_length")),
     **extra,
   )
+
+
+def _positive_or_none(value) -> int | None:
+  return int(value) if value is not None and int(value) > 0 else None
 
 
 def _unpermute_rows(w_RxD: np.ndarray, heads: int) -> np.ndarray:

@@ -110,6 +110,9 @@ def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
     final_logit_softcap=cfg.get("final_logit_softcapping"),
     tie_embeddings=cfg.get("tie_word_embeddings", default_tie),
     dtype=dtype,
+    context_length=int(cfg["max_position_embeddings"])
+    if cfg.get("max_position_embeddings")
+    else None,
   )
 
 

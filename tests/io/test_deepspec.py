@@ -38,7 +38,7 @@ def test_a_bf16_folder_without_the_shared_tensors_loads_the_rounded_params(tmp_p
   save_drafter(tmp_path, drafter, dparams, dtype="bfloat16", include_shared=False)
   from safetensors import safe_open
 
-  assert json.loads((tmp_path / "config.json").read_text())["torch_dtype"] == "bfloat16"
+  assert json.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
   with safe_open(tmp_path / "model.safetensors", "flax") as f:
     assert "embed_tokens.weight" not in f.keys() and "lm_head.weight" not in f.keys()
     assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"bfloat16"}
@@ -231,7 +231,7 @@ def test_unsupported_or_broken_folders(tmp_path):
   save_drafter(tmp_path, drafter, dparams)
   cfg = json.loads((tmp_path / "config.json").read_text())
   (tmp_path / "config.json").write_text(json.dumps({**cfg, "architectures": ["Gemma4DSparkModel"]}))
-  with pytest.raises(CheckpointError, match="unsupported drafter architecture"):
+  with pytest.raises(CheckpointError, match="not a DeepSpec drafter folder: architecture"):
     load_drafter(tmp_path, config, params)
   (tmp_path / "config.json").write_text(json.dumps(cfg))
   from safetensors.numpy import load_file
@@ -242,8 +242,58 @@ def test_unsupported_or_broken_folders(tmp_path):
   save_np(tensors, str(tmp_path / "model.safetensors"))
   with pytest.raises(CheckpointError, match="no tensor 'layers.0.hidden_norm.weight'"):
     load_drafter(tmp_path, config, params)
-  with pytest.raises(CheckpointError, match="no config.json"):
+  with pytest.raises(CheckpointError, match="drafter folder not found: .*nowhere"):
     load_drafter(tmp_path / "nowhere", config, params)
+  (tmp_path / "empty").mkdir()
+  with pytest.raises(CheckpointError, match="is not a DeepSpec drafter folder: it has no config"):
+    load_drafter(tmp_path / "empty", config, params)
+
+
+def test_tensors_the_config_does_not_describe_are_refused(tmp_path):
+  """A DSpark folder whose config says rank 0 (DFlash) but which holds head tensors would load
+  as a DFlash drafter with its heads silently dropped."""
+  config, params = target()
+  drafter, dparams = random_drafter("dspark-markov", config, params)
+  save_drafter(tmp_path, drafter, dparams)
+  cfg = json.loads((tmp_path / "config.json").read_text())
+  cfg.update(markov_rank=0, enable_confidence_head=False)
+  del cfg["markov_head_type"], cfg["confidence_head_with_markov"]
+  (tmp_path / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(CheckpointError, match="tensors this dflash drafter does not use"):
+    load_drafter(tmp_path, config, params)
+
+
+@pytest.mark.parametrize("spelling", ["vanilla", "markov", "VANILLA"])
+def test_the_plain_markov_head_is_read_in_either_spelling_and_written_as_deepspecs(
+  spelling, tmp_path
+):
+  config, params = target()
+  drafter, dparams = random_drafter("dspark-markov", config, params)
+  save_drafter(tmp_path, drafter, dparams)
+  cfg = json.loads((tmp_path / "config.json").read_text())
+  assert cfg["markov_head_type"] == "vanilla"
+  (tmp_path / "config.json").write_text(json.dumps({**cfg, "markov_head_type": spelling}))
+  loaded, _ = load_drafter(tmp_path, config, params)
+  assert loaded == drafter and loaded.config.head == "markov"
+
+
+def test_folders_written_before_the_deepspec_config_still_load(tmp_path):
+  """dspark-jax once wrote `dspark_jax_kind`, `markov_head_type: "markov"`, a rank for DFlash."""
+  config, params = target(untied=True)
+  for kind in ("dspark-markov", "dflash"):
+    drafter, dparams = random_drafter(kind, config, params)
+    save_drafter(tmp_path, drafter, dparams)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    head = "none" if kind == "dflash" else "markov"
+    old = {
+      **cfg,
+      "dspark_jax_kind": drafter.config.kind,
+      "markov_rank": 8,
+      "markov_head_type": head,
+    }
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    loaded, _ = load_drafter(tmp_path, config, params)
+    assert loaded == drafter
 
 
 def test_open_drafter_reads_folders_and_ngram_and_cuts_proposals(tmp_path):
