@@ -1,10 +1,10 @@
 """Prompt loading: truncated ShareGPT, role handling, dedupe, a stable seeded split, benchmarks."""
 
 import json
-from pathlib import Path
 
 import pytest
 
+from dspark_jax.benchmarks import BENCHMARK_DIR
 from dspark_jax.data.prompts import (
   Prompt,
   dedupe,
@@ -17,7 +17,7 @@ from dspark_jax.data.prompts import (
   split,
 )
 
-EVAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "eval"
+EVAL = BENCHMARK_DIR
 
 
 def conv(*turns, rid="x"):
