@@ -1,0 +1,39 @@
+"""`dspark-jax <command>`: the command-line entry point.
+
+dspark-jax generate --model smollm2-135m --prompt "What is the capital of France?"
+
+One module per command (or pair of commands) under this package; each adds its parser and runs
+its arguments. Bad input raises ValueError / FileNotFoundError and is printed here as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dspark_jax.cli import calibrate, evaluate, generate, regenerate, train
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(prog="dspark-jax", description=__doc__.splitlines()[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  generate.add_parser(sub)
+  regenerate.add_parser(sub)
+  train.add_parsers(sub)
+  evaluate.add_parser(sub)
+  calibrate.add_parser(sub)
+  args = parser.parse_args(argv)
+  commands = {
+    "generate": generate.run,
+    "regenerate": regenerate.run,
+    "train": train.run_train,
+    "cache": train.run_cache,
+    "eval": evaluate.run,
+    "calibrate": calibrate.run,
+  }
+  try:
+    return commands[args.command](args)
+  except (ValueError, FileNotFoundError) as e:
+    # Bad input (invalid flags, missing or corrupt model files) gets one clear line, no trace.
+    print(f"dspark-jax {args.command}: error: {e}", file=sys.stderr)
+    return 2

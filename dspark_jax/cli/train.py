@@ -1,0 +1,125 @@
+"""`dspark-jax train` and `dspark-jax cache`: drafter training from a Python config."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parsers(sub) -> None:
+  for name, text in [
+    ("train", "train a DSpark/DFlash/Eagle3 drafter (resumes from out_dir's checkpoints)"),
+    ("cache", "write the target-feature cache a training config reads (feature_cache=DIR)"),
+  ]:
+    p = sub.add_parser(name, help=text)
+    p.add_argument("config", help="a Python config file, e.g. configs/smollm2_135m.py")
+    p.add_argument("overrides", nargs="*", help="key=value: get_config arguments, then fields")
+    p.add_argument("--no-progress", action="store_true")
+    if name == "train":
+      p.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        metavar="STEP",
+        help="stop after this step (checkpointed; rerun without it to continue the same "
+        "schedule); the drafter is written only when the run is complete",
+      )
+
+
+def _training_inputs(args):
+  from dspark_jax.config import TrainConfig, load_config_file
+  from dspark_jax.drafters.build import make_drafter
+  from dspark_jax.io.load import load_model
+
+  config = load_config_file(args.config, args.overrides)
+  if not isinstance(config, TrainConfig):
+    raise ValueError(f"{args.config} does not give a TrainConfig")
+  model = load_model(config.target)
+  return config, model, make_drafter(config.draft, model.config)
+
+
+def _samples(config):
+  from dspark_jax.data.regenerate import read_regenerated
+  from dspark_jax.data.target_cache import samples_from_regenerated
+
+  if not config.regenerated:
+    raise ValueError("set regenerated=FILE (the output of dspark-jax regenerate)")
+  from pathlib import Path
+
+  if not Path(config.regenerated).is_file():
+    raise FileNotFoundError(f"regenerated answers not found: {config.regenerated}")
+  samples = samples_from_regenerated(read_regenerated(config.regenerated), config.max_seq_len)
+  if not samples:
+    raise ValueError(f"{config.regenerated} holds no usable samples")
+  return samples
+
+
+def run_cache(args) -> int:
+  import jax
+
+  from dspark_jax.data import target_cache as tc
+
+  config, model, drafter = _training_inputs(args)
+  if not config.feature_cache:
+    raise ValueError("set feature_cache=DIR for the cache to write")
+  samples = _samples(config)
+  size = tc.estimate_bytes(samples, model.config, drafter.feature_layers)
+  print(f"target cache: {len(samples)} samples, {size / 1e9:.2f} GB", file=sys.stderr)
+  tc.build_cache(
+    config.feature_cache,
+    samples,
+    jax.device_put(model.params),
+    model.config,
+    drafter.feature_layers,
+    target_name=config.target,
+    progress=not args.no_progress,
+  )
+  return 0
+
+
+def run_train(args) -> int:
+  from pathlib import Path
+
+  import jax
+
+  from dspark_jax.data import target_cache as tc
+  from dspark_jax.io.deepspec import save_drafter
+  from dspark_jax.training.trainer import train
+
+  config, model, drafter = _training_inputs(args)
+  params = jax.device_put(model.params)
+  inputs = {}
+  if config.feature_cache:
+    inputs["cache"] = tc.open_cache(
+      config.feature_cache, model.config, params, drafter.feature_layers
+    )
+  else:
+    inputs["samples"] = _samples(config)
+  result = train(
+    config,
+    drafter,
+    model.config,
+    params,
+    progress=not args.no_progress,
+    stop_at=args.stop_at,
+    **inputs,
+  )
+  if result["steps"] < result["total_steps"]:
+    print(
+      f"stopped at step {result['steps']} of {result['total_steps']} (checkpointed in "
+      f"{config.out_dir}; run again without --stop-at to finish); last metrics "
+      f"{result['metrics']}",
+      file=sys.stderr,
+    )
+    return 0
+  folder = save_drafter(
+    Path(config.out_dir) / "drafter",
+    drafter,
+    {"trainable": result["trainable"], "frozen": result["frozen"]},
+    dtype=config.save_dtype,
+    include_shared=config.save_shared,
+  )
+  print(
+    f"{result['steps']} steps; last metrics {result['metrics']}; drafter in {folder}",
+    file=sys.stderr,
+  )
+  return 0
