@@ -16,6 +16,16 @@ from dspark_jax.cli import main
     (["--drafter", "checkpoint"], "needs --drafter-path"),
     (["--compare-plain"], "--compare-plain needs a drafter"),
     (["--drafter", "ngram", "--verify-slots", "0"], "--verify-slots must be >= 1, got 0"),
+    (["--temperature", "inf"], "--temperature: expected a finite number, got 'inf'"),
+    (["--temperature", "nan"], "--temperature: expected a finite number, got 'nan'"),
+    (["--top-p=-inf"], "--top-p: expected a finite number"),
+    (["--drafter-path", "/no/such/drafter"], "drafter folder not found: /no/such/drafter"),
+    # G of a trained drafter is its block size: --draft-len would be ignored, so it is refused.
+    (["--drafter-path", "d", "--draft-len", "100"], "--draft-len applies to the n-gram drafter"),
+    (["--drafter-path", "d", "--draft-len", "0"], "--draft-len applies to the n-gram drafter"),
+    (["--drafter-path", "d", "--ngram", "2"], "--ngram applies to the n-gram drafter"),
+    (["--draft-len", "3"], "--draft-len applies to the n-gram drafter only (--drafter ngram)"),
+    (["--drafter", "ngram", "--draft-len", "0"], "--draft-len must be >= 1, got 0"),
   ],
 )
 def test_bad_flags_give_one_clear_error(flags, message, capsys):
@@ -42,7 +52,10 @@ def test_regenerate_flags_reach_the_settings_by_name(flags, message, tmp_path, c
 @pytest.mark.parametrize(
   "flags,message",
   [
-    (["--benchmarks", "no-such-benchmark"], "benchmark file not found"),
+    (["--benchmarks", "no-such-benchmark"], "no bundled benchmark 'no-such-benchmark'"),
+    (["--benchmarks", "/no/such.jsonl"], "benchmark file not found: /no/such.jsonl"),
+    (["--temperature", "inf"], "--temperature: expected a finite number"),
+    (["--draft-len", "0"], "--draft-len must be >= 1, got 0"),
     (["--cap", "gsm8k=0"], "--cap takes NAME=N with N >= 1"),
     (["--cap", "gsm8k"], "--cap takes NAME=N"),
     (["--limit", "0"], "--limit must be >= 1"),
@@ -54,6 +67,26 @@ def test_eval_flags_give_one_clear_error(flags, message, capsys):
   assert main(["eval", "--drafter", "ngram", "--benchmarks", "gsm8k", *flags]) == 2
   err = capsys.readouterr().err
   assert message in err and "Traceback" not in err
+
+
+def test_eval_refuses_a_trained_drafter_with_draft_len_and_a_missing_folder(capsys):
+  base = ["eval", "--benchmarks", "gsm8k", "--model", "/no/such/model.gguf"]
+  assert main([*base, "--drafter", "/no/such/drafter", "--draft-len", "3"]) == 2
+  assert "--draft-len applies to the n-gram drafter" in capsys.readouterr().err
+  assert main([*base, "--drafter", "/no/such/drafter"]) == 2  # before the model is looked up
+  assert "drafter folder not found: /no/such/drafter" in capsys.readouterr().err
+
+
+def test_eval_checks_every_benchmark_file_before_the_model_loads(tmp_path, capsys):
+  good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+  good.write_text('{"turns": ["What is 2 + 2?"]}\n')
+  bad.write_text('{"turns": ["fine"]}\n{"turns": "What is 3 + 3?"}\n')
+  # The model does not exist: an error about it would mean the benchmarks were read too late.
+  argv = ["eval", "--drafter", "ngram", "--model", "/no/such/model.gguf"]
+  assert main([*argv, "--benchmarks", str(good), str(bad)]) == 2
+  err = capsys.readouterr().err
+  assert f"{bad}:2:" in err and "must be a list of strings, got str" in err
+  assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -68,6 +101,22 @@ def test_calibrate_flags_give_one_clear_error(flags, message, capsys):
   assert main(["calibrate", "--drafter", "/no/such/folder", *flags]) == 2
   err = capsys.readouterr().err
   assert message in err and "Traceback" not in err
+
+
+@pytest.mark.real_model
+@pytest.mark.parametrize(
+  "argv,message",
+  [
+    # SmolLM2's context is 8,192 tokens (GGUF llama.context_length).
+    (["--prompt", "hi", "--max-new-tokens", "1000000"], "+ max_new_tokens (1000000) = "),
+    (["--prompt", "word " * 10_000], "+ max_new_tokens (128) = "),
+  ],
+)
+def test_sizes_beyond_the_context_are_refused_before_allocating(argv, message, capsys):
+  assert main(["generate", *argv]) == 2
+  err = capsys.readouterr().err
+  assert message in err and "exceeds the model's context length (8192)" in err
+  assert "Traceback" not in err
 
 
 @pytest.mark.real_model

@@ -22,7 +22,10 @@ def main(argv: list[str] | None = None) -> int:
   train.add_parsers(sub)
   evaluate.add_parser(sub)
   calibrate.add_parser(sub)
-  args = parser.parse_args(argv)
+  try:
+    args = parser.parse_args(argv)
+  except SystemExit as e:  # argparse has printed the usage and the error (or --help)
+    return int(e.code or 0)
   commands = {
     "generate": generate.run,
     "regenerate": regenerate.run,

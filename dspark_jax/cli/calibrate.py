@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from dspark_jax.cli.common import finite_float
+
 
 def add_parser(sub) -> None:
   p = sub.add_parser(
@@ -19,7 +21,7 @@ def add_parser(sub) -> None:
   )
   p.add_argument("--max-prompt-tokens", type=int, default=512)
   p.add_argument("--max-new-tokens", type=int, default=128)
-  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--temperature", type=finite_float, default=1.0)
   p.add_argument("--batch-size", type=int, default=10)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import math
+
 
 def add_verify_slots(p) -> None:
   p.add_argument(
@@ -18,3 +21,33 @@ def check_verify_slots(verify_slots) -> None:
   """The lower bound, before anything loads; the drafter's G bounds it from above later."""
   if verify_slots is not None and verify_slots < 1:
     raise ValueError(f"--verify-slots must be >= 1, got {verify_slots}")
+
+
+def finite_float(text: str) -> float:
+  """argparse type: a float that is neither inf nor NaN (both parse as floats)."""
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+  if not math.isfinite(value):
+    raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+  return value
+
+
+def check_ngram_flags(args, ngram_name: str) -> None:
+  """--draft-len (and --ngram, where the command has it) set the n-gram drafter's G and n: given
+  with any other drafter they would be ignored silently, so they are refused."""
+  uses_ngram = args.drafter == ngram_name
+  for flag in ("draft_len", "ngram"):
+    value = getattr(args, flag, None)
+    if value is None:
+      continue
+    name = "--" + flag.replace("_", "-")
+    if not uses_ngram:
+      raise ValueError(
+        f"{name} applies to the n-gram drafter only (--drafter {ngram_name}); a trained drafter "
+        "proposes its own block "
+        "size (its config.json block_size): use --verify-slots G to verify fewer slots"
+      )
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")

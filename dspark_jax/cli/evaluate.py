@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import sys
 
-from dspark_jax.cli.common import add_verify_slots, check_verify_slots
+from dspark_jax.cli.common import (
+  add_verify_slots,
+  check_ngram_flags,
+  check_verify_slots,
+  finite_float,
+)
+from dspark_jax.io.deepspec import check_drafter_folder
 
 
 def add_parser(sub) -> None:
@@ -31,12 +37,14 @@ def add_parser(sub) -> None:
     "(gsm8k 500, math500 500, aime25 30, mbpp 256, humaneval 164, mt-bench 80)",
   )
   p.add_argument("--limit", type=int, default=None, help="at most this many prompts per benchmark")
-  p.add_argument("--temperature", type=float, default=1.0)
+  p.add_argument("--temperature", type=finite_float, default=1.0)
   p.add_argument("--max-new-tokens", type=int, default=256)
   p.add_argument("--max-prompt-tokens", type=int, default=1024, help="longer prompts are skipped")
   p.add_argument("--batch-size", type=int, default=8)
   p.add_argument("--seed", type=int, default=0)
-  p.add_argument("--draft-len", type=int, default=7, help="G of the n-gram drafter")
+  p.add_argument(
+    "--draft-len", type=int, default=None, help="G of the n-gram drafter (default 7; ngram only)"
+  )
   add_verify_slots(p)
   p.add_argument("--out", default="results/eval", help="folder for eval.json and eval.csv")
   p.add_argument("--no-progress", action="store_true")
@@ -87,10 +95,15 @@ def run(args) -> int:
   files = _benchmark_files(args.benchmarks, args.data_dir)
   caps = _caps(args.cap, args.limit)
   check_verify_slots(args.verify_slots)
+  check_ngram_flags(args, "ngram")
+  if args.drafter != "ngram":
+    check_drafter_folder(args.drafter)
+  from dspark_jax.data.prompts import domain_of, load_benchmarks
+
+  benchmarks = load_benchmarks(files)  # every file checked before the model loads
   import jax
   from tqdm import tqdm
 
-  from dspark_jax.data.prompts import domain_of, load_benchmark
   from dspark_jax.io.load import load_model
 
   model = load_model(args.model)
@@ -99,7 +112,11 @@ def run(args) -> int:
   from dspark_jax.io.deepspec import open_drafter
 
   drafter, draft_params = open_drafter(
-    args.drafter, model.config, params, ngram_len=args.draft_len, verify_slots=args.verify_slots
+    args.drafter,
+    model.config,
+    params,
+    ngram_len=args.draft_len or 7,
+    verify_slots=args.verify_slots,
   )
   record = {
     "model": args.model,
@@ -109,8 +126,8 @@ def run(args) -> int:
     "benchmarks": {},
     "skipped_long_prompts": {},
   }
-  for name, path in files.items():
-    prompts = harness.select(load_benchmark(path), caps.get(name, caps.get("*")), args.seed, name)
+  for name, benchmark in benchmarks.items():
+    prompts = harness.select(benchmark, caps.get(name, caps.get("*")), args.seed, name)
     ids = [tok.encode_chat(p.chat()) for p in prompts]
     kept = [x for x in ids if len(x) <= args.max_prompt_tokens]
     record["skipped_long_prompts"][name] = len(ids) - len(kept)

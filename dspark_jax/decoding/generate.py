@@ -19,6 +19,7 @@ import numpy as np
 from flax import struct
 
 from dspark_jax.config import ModelConfig
+from dspark_jax.decoding.budget import check_context, check_memory
 from dspark_jax.decoding.sampling import SamplingParams, sample, token_keys
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.transformer import forward
@@ -249,6 +250,8 @@ def generate(
 
   Raises:
     ValueError: empty prompt, a prompt that does not fit the cache, bad request ids.
+    BudgetError (a ValueError): prompt + budget beyond the model's context length, or caches
+      larger than the free memory (checked before anything is allocated).
   """
   if not prompts:
     raise ValueError("no prompts given")
@@ -277,6 +280,8 @@ def generate(
         f"cache ({cache_capacity})"
       )
     width = prompt_width
+  check_context(model_config, longest, gen_config.max_new_tokens)
+  check_memory(model_config, len(prompts), cache_capacity, width)
   padded = pad_prompts(prompts, width, gen_config.pad_id)
   cache = KVCache.create(model_config, len(prompts), cache_capacity)
   static = dict(model_config=model_config, gen_config=gen_config)

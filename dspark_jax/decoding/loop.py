@@ -23,6 +23,7 @@ import numpy as np
 from flax import struct
 
 from dspark_jax.config import ModelConfig
+from dspark_jax.decoding.budget import check_context, check_memory
 from dspark_jax.decoding.generate import (
   GenerateConfig,
   _compile,
@@ -306,6 +307,14 @@ class SpecResult:
     return float(self.committed.sum() / max(self.rounds.sum(), 1))
 
 
+def _draft_cache_bytes(drafter, target: ModelConfig, batch: int, capacity: int) -> int:
+  """Bytes of a trained drafter's context cache (its own layers, as many slots as the target)."""
+  config = getattr(getattr(drafter, "inner", drafter), "config", None)
+  if config is None or not hasattr(config, "backbone_config"):
+    return 0  # the n-gram drafter keeps no cache
+  return KVCache.bytes_needed(config.backbone_config(target), batch, capacity)
+
+
 def speculative_generate(
   target_params,
   target_config: ModelConfig,
@@ -334,6 +343,8 @@ def speculative_generate(
 
   Raises:
     ValueError: vocabulary mismatch, bad lengths, empty prompts, or a budget beyond the cache.
+    BudgetError (a ValueError): prompt + budget beyond the model's context length, or caches
+      larger than the free memory (checked before anything is allocated).
   """
   g = drafter.draft_len
   if getattr(drafter, "vocab_size", target_config.vocab_size) != target_config.vocab_size:
@@ -361,6 +372,14 @@ def speculative_generate(
   )
 
   width = min(round_up(longest, 16), cache_capacity)
+  check_context(target_config, longest, spec.max_new_tokens)
+  check_memory(
+    target_config,
+    batch,
+    cache_capacity,
+    width,
+    _draft_cache_bytes(drafter, target_config, batch, cache_capacity),
+  )
   padded = pad_prompts(prompts, width, spec.pad_id)
   cache = KVCache.create(target_config, batch, cache_capacity)
   static = dict(target_config=target_config, drafter=drafter, spec=spec)

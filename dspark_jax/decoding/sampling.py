@@ -9,6 +9,7 @@ applies the same function to target and draft logits so speculative decoding sta
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,9 @@ class SamplingParams:
   top_p: float = 1.0
 
   def __post_init__(self):
-    if not self.temperature >= 0.0:  # also rejects NaN
-      raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+    # inf would flatten every distribution to uniform noise, NaN poisons every comparison.
+    if not 0.0 <= self.temperature < math.inf:  # also rejects NaN
+      raise ValueError(f"temperature must be >= 0 and finite (0 = greedy), got {self.temperature}")
     if not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
     if self.top_k < 0:

@@ -340,6 +340,17 @@ def save_drafter(
   return folder
 
 
+def check_drafter_folder(path: str | Path) -> Path:
+  """The folder, if it exists and has a config.json (cheap: callers run it before loading a
+  model); CheckpointError otherwise."""
+  folder = Path(path)
+  if not folder.is_dir():
+    raise CheckpointError(f"drafter folder not found: {folder}")
+  if not (folder / "config.json").is_file():
+    raise CheckpointError(f"{folder} is not a DeepSpec drafter folder: it has no config.json")
+  return folder
+
+
 def load_drafter(path: str | Path, target: ModelConfig, target_params):
   """(drafter, params) from a DeepSpec folder; the frozen parts are the target's own arrays.
 
@@ -347,11 +358,7 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
     CheckpointError: missing/corrupt files, an unsupported architecture, or a drafter made for
       a different target (width, vocabulary, heads, layer ids).
   """
-  folder = Path(path)
-  if not folder.is_dir():
-    raise CheckpointError(f"drafter folder not found: {folder}")
-  if not (folder / "config.json").is_file():
-    raise CheckpointError(f"{folder} is not a DeepSpec drafter folder: it has no config.json")
+  folder = check_drafter_folder(path)
   cfg = read_config_json(folder)
   config = draft_config_from_deepspec(cfg, target)
   get = tensor_getter(folder)

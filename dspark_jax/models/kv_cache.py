@@ -42,6 +42,12 @@ class KVCache:
     zeros = lambda: tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers))
     return cls(keys=zeros(), values=zeros(), lengths=jnp.zeros((batch,), jnp.int32))
 
+  @staticmethod
+  def bytes_needed(config: ModelConfig, batch: int, capacity: int, dtype: str | None = None) -> int:
+    """Bytes `create` would allocate (keys and values of every layer), computed without it."""
+    per_array = batch * config.num_kv_heads * capacity * config.head_dim
+    return 2 * config.num_layers * per_array * jnp.dtype(dtype or config.dtype).itemsize
+
   @property
   def capacity(self) -> int:
     return self.keys[0].shape[2]

@@ -81,6 +81,8 @@ def test_greedy_is_argmax():
   [
     (dict(temperature=-0.5), "temperature must be >= 0"),
     (dict(temperature=float("nan")), "temperature must be >= 0"),
+    (dict(temperature=float("inf")), "temperature must be >= 0 and finite"),
+    (dict(top_p=float("nan")), "top_p must be in"),
     (dict(top_p=0.0), "top_p must be in \\(0, 1\\]"),
     (dict(top_p=1.5), "top_p must be in \\(0, 1\\]"),
     (dict(top_k=-1), "top_k must be >= 0"),
