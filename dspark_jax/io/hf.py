@@ -7,6 +7,7 @@ is also the meeting point for the GGUF loader, which renames its tensors into it
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 
 from dspark_jax.config import ModelConfig, gemma3_layer_windows
 from dspark_jax.models.transformer import param_shapes
+
+_LAYER_INDEX = re.compile(r"model\.layers\.(\d+)\.")
 
 
 class CheckpointError(ValueError):
@@ -130,55 +133,78 @@ def params_from_hf_tensors(
     CheckpointError: a tensor is missing or has the wrong shape.
   """
   c = config
-  h, n, k, d = c.num_heads, c.num_kv_heads, c.head_dim, c.hidden_size
+  h, n, k, d, f, v = (
+    c.num_heads,
+    c.num_kv_heads,
+    c.head_dim,
+    c.hidden_size,
+    c.intermediate_size,
+    c.vocab_size,
+  )
+  # The config fields each axis comes from, for errors that say which field disagrees.
+  axes = {
+    "d": ("hidden_size", d),
+    "v": ("vocab_size", v),
+    "f": ("intermediate_size", f),
+    "hk": ("num_attention_heads x head_dim", h * k),
+    "nk": ("num_key_value_heads x head_dim", n * k),
+    "k": ("head_dim", k),
+  }
 
-  def fetch(name: str) -> np.ndarray:
+  def fetch(name: str, *torch_axes: str) -> np.ndarray:
+    """The tensor `name`, checked to have the torch shape the config implies."""
     tensor = get(name)
     if tensor is None:
       raise CheckpointError(f"checkpoint has no tensor {name!r}")
-    return np.asarray(tensor)
+    w = np.asarray(tensor)
+    want = tuple(axes[a][1] for a in torch_axes)
+    if w.shape != want:
+      fields = ", ".join(f"{axes[a][0]}={axes[a][1]}" for a in torch_axes)
+      raise CheckpointError(
+        f"tensor {name} has shape {tuple(w.shape)}, but config.json implies {want} ({fields}): "
+        "the config does not describe this checkpoint"
+      )
+    return w
 
-  def linear(name: str, out_shape: tuple[int, ...]) -> np.ndarray:
+  def linear(name: str, out_axis: str, in_axis: str, out_shape: tuple[int, ...]) -> np.ndarray:
     """torch [out, in] -> ours [in, *out_shape]."""
-    w = fetch(name)
-    if w.shape[0] != int(np.prod(out_shape)):
-      raise CheckpointError(f"{name} has shape {w.shape}; expected {out_shape} outputs")
+    w = fetch(name, out_axis, in_axis)
     return w.reshape(*out_shape, w.shape[1]).transpose(-1, *range(len(out_shape)))
 
   params: dict[str, Any] = {
-    "embedding": fetch("model.embed_tokens.weight"),
-    "final_norm": {"scale": fetch("model.norm.weight")},
+    "embedding": fetch("model.embed_tokens.weight", "v", "d"),
+    "final_norm": {"scale": fetch("model.norm.weight", "d")},
   }
   if not c.tie_embeddings:
-    params["lm_head"] = linear("lm_head.weight", (c.vocab_size,))
+    params["lm_head"] = linear("lm_head.weight", "v", "d", (v,))
   for i in range(c.num_layers):
     pre = f"model.layers.{i}."
     attn = {
-      "q_proj": linear(pre + "self_attn.q_proj.weight", (h, k)),
-      "k_proj": linear(pre + "self_attn.k_proj.weight", (n, k)),
-      "v_proj": linear(pre + "self_attn.v_proj.weight", (n, k)),
+      "q_proj": linear(pre + "self_attn.q_proj.weight", "hk", "d", (h, k)),
+      "k_proj": linear(pre + "self_attn.k_proj.weight", "nk", "d", (n, k)),
+      "v_proj": linear(pre + "self_attn.v_proj.weight", "nk", "d", (n, k)),
       # o_proj: torch [D, H*K] -> ours [H, K, D]
-      "o_proj": fetch(pre + "self_attn.o_proj.weight").T.reshape(h, k, d),
+      "o_proj": fetch(pre + "self_attn.o_proj.weight", "d", "hk").T.reshape(h, k, d),
     }
     if c.qk_norm:
-      attn["q_norm"] = {"scale": fetch(pre + "self_attn.q_norm.weight")}
-      attn["k_norm"] = {"scale": fetch(pre + "self_attn.k_norm.weight")}
+      attn["q_norm"] = {"scale": fetch(pre + "self_attn.q_norm.weight", "k")}
+      attn["k_norm"] = {"scale": fetch(pre + "self_attn.k_norm.weight", "k")}
     layer = {
       "attn": attn,
       "mlp": {
-        "gate_proj": linear(pre + "mlp.gate_proj.weight", (c.intermediate_size,)),
-        "up_proj": linear(pre + "mlp.up_proj.weight", (c.intermediate_size,)),
-        "down_proj": linear(pre + "mlp.down_proj.weight", (d,)),
+        "gate_proj": linear(pre + "mlp.gate_proj.weight", "f", "d", (f,)),
+        "up_proj": linear(pre + "mlp.up_proj.weight", "f", "d", (f,)),
+        "down_proj": linear(pre + "mlp.down_proj.weight", "d", "f", (d,)),
       },
-      "input_norm": {"scale": fetch(pre + "input_layernorm.weight")},
+      "input_norm": {"scale": fetch(pre + "input_layernorm.weight", "d")},
     }
     if c.gemma_style:
-      layer["post_attn_norm"] = {"scale": fetch(pre + "post_attention_layernorm.weight")}
-      layer["pre_mlp_norm"] = {"scale": fetch(pre + "pre_feedforward_layernorm.weight")}
-      layer["post_mlp_norm"] = {"scale": fetch(pre + "post_feedforward_layernorm.weight")}
+      layer["post_attn_norm"] = {"scale": fetch(pre + "post_attention_layernorm.weight", "d")}
+      layer["pre_mlp_norm"] = {"scale": fetch(pre + "pre_feedforward_layernorm.weight", "d")}
+      layer["post_mlp_norm"] = {"scale": fetch(pre + "post_feedforward_layernorm.weight", "d")}
     else:
       # Llama's "post_attention_layernorm" is the norm in front of the MLP.
-      layer["pre_mlp_norm"] = {"scale": fetch(pre + "post_attention_layernorm.weight")}
+      layer["pre_mlp_norm"] = {"scale": fetch(pre + "post_attention_layernorm.weight", "d")}
     params[f"layers_{i}"] = layer
 
   _check_shapes(params, param_shapes(c))
@@ -261,8 +287,43 @@ def load_hf_folder(path: str | Path, dtype: str = "float32"):
   folder = Path(path)
   config = config_from_hf(read_config_json(folder), dtype)
   get = tensor_getter(folder)
+  read = set()
+
+  def get_and_record(name: str):
+    read.add(name)
+    return get(name)
+
   try:
-    params = params_from_hf_tensors(config, get)
+    params = params_from_hf_tensors(config, get_and_record)
   except SafetensorError as e:
     raise CheckpointError(f"corrupt safetensors file in {folder}: {e}") from None
+  _refuse_unused(folder, config, sorted(get.names - read))
   return config, params
+
+
+# Tensors a checkpoint may carry that no forward reads: RoPE tables of old Llama exports, and a
+# tied model's copy of its embedding as lm_head.
+_IGNORABLE = ("rotary_emb.inv_freq",)
+
+
+def _refuse_unused(folder: Path, config: ModelConfig, unused: list[str]) -> None:
+  """Raises CheckpointError if the checkpoint holds weights the config does not use: a config
+  with fewer layers (or no lm_head) than its tensors would load as a different, smaller model."""
+  unused = [
+    name
+    for name in unused
+    if not name.endswith(_IGNORABLE) and not (name == "lm_head.weight" and config.tie_embeddings)
+  ]
+  if not unused:
+    return
+  layers = sorted({int(m.group(1)) for m in map(_LAYER_INDEX.match, unused) if m})
+  hint = ""
+  if layers and layers[0] >= config.num_layers:
+    hint = (
+      f"; config.json has num_hidden_layers={config.num_layers} but the checkpoint holds "
+      f"{layers[-1] + 1} layers"
+    )
+  raise CheckpointError(
+    f"{folder}: {len(unused)} checkpoint tensors are not used by the model config.json describes "
+    f"({', '.join(unused[:4])}{', ...' if len(unused) > 4 else ''}){hint}"
+  )

@@ -35,6 +35,8 @@ import tokenizers
 from gguf import TokenType
 from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers
 
+from dspark_jax.io.hf import CheckpointError
+
 # SentencePiece writes a space as this character inside its pieces.
 _SPM_SPACE = "\u2581"
 
@@ -425,7 +427,22 @@ def from_hf_folder(path: str | Path) -> Tokenizer:
       `special_tokens_map.json` and `chat_template.jinja`.
   """
   folder = Path(path)
-  backend = tokenizers.Tokenizer.from_file(str(folder / "tokenizer.json"))
+  file = folder / "tokenizer.json"
+  if not file.is_file():
+    others = [
+      n
+      for n in ("tokenizer.model", "vocab.json", "tokenizer_config.json")
+      if (folder / n).is_file()
+    ]
+    raise CheckpointError(
+      f"{folder} has no tokenizer.json, the tokenizer file dspark-jax reads"
+      + (f" (it has {', '.join(others)}: re-save with a fast tokenizer, " if others else " (")
+      + "e.g. AutoTokenizer.from_pretrained(...).save_pretrained(folder))"
+    )
+  try:
+    backend = tokenizers.Tokenizer.from_file(str(file))
+  except Exception as e:  # the tokenizers library raises a bare Exception on a bad file
+    raise CheckpointError(f"{file} is not a valid tokenizer file: {e}") from None
   config = _read_json(folder / "tokenizer_config.json")
   special_map = _read_json(folder / "special_tokens_map.json")
 

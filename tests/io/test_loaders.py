@@ -127,11 +127,67 @@ def test_hf_folder_errors(tmp_path):
     load_hf_folder(tmp_path)
 
   (tmp_path / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 100}))
-  with pytest.raises(CheckpointError, match="does not match|expected"):
+  with pytest.raises(
+    CheckpointError,
+    match=r"tensor model.layers.0.mlp.gate_proj.weight has shape \(96, 64\), but config.json "
+    r"implies \(100, 64\) \(intermediate_size=100, hidden_size=64\)",
+  ):
+    load_hf_folder(tmp_path)
+
+  # A hidden size that disagrees with the tensors names the tensor and the field (it used to be
+  # a bare numpy reshape error).
+  (tmp_path / "config.json").write_text(json.dumps({**cfg, "hidden_size": 32}))
+  with pytest.raises(
+    CheckpointError,
+    match=r"model.embed_tokens.weight has shape .* \(vocab_size=.*, hidden_size=32\)",
+  ):
+    load_hf_folder(tmp_path)
+
+  # Fewer layers in the config than in the checkpoint: not a smaller model loaded silently.
+  (tmp_path / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 1}))
+  with pytest.raises(
+    CheckpointError,
+    match=r"tensors are not used .* num_hidden_layers=1 but the checkpoint holds 3 layers",
+  ):
     load_hf_folder(tmp_path)
 
   (tmp_path / "config.json").write_text(json.dumps(cfg))
   weights = next(tmp_path.glob("*.safetensors"))
   weights.write_bytes(weights.read_bytes()[:100])
   with pytest.raises(CheckpointError):
+    load_hf_folder(tmp_path)
+
+
+def test_an_hf_folder_without_tokenizer_files_is_a_clear_error(tmp_path, capsys):
+  make_tiny_hf_model("llama", tmp_path)
+  assert not (tmp_path / "tokenizer.json").exists()
+  with pytest.raises(CheckpointError, match="has no tokenizer.json, the tokenizer file dspark-jax"):
+    load_model(str(tmp_path))
+  from dspark_jax.cli import main
+
+  assert main(["generate", "--model", str(tmp_path), "--prompt", "hi"]) == 2
+  err = capsys.readouterr().err
+  assert "has no tokenizer.json" in err and "Traceback" not in err
+  (tmp_path / "tokenizer.json").write_text("{not json")
+  with pytest.raises(CheckpointError, match="is not a valid tokenizer file"):
+    load_model(str(tmp_path))
+
+
+def test_a_tied_checkpoint_may_carry_its_lm_head_copy(tmp_path):
+  """Some exports store lm_head.weight even when tied: that is not an unused weight."""
+  make_tiny_hf_model("llama", tmp_path)
+  from safetensors.numpy import load_file, save_file
+
+  cfg = json.loads((tmp_path / "config.json").read_text())
+  assert cfg.get("tie_word_embeddings", True)
+  weights = next(tmp_path.glob("*.safetensors"))
+  tensors = load_file(weights)
+  tensors["lm_head.weight"] = tensors["model.embed_tokens.weight"]
+  tensors["model.rotary_emb.inv_freq"] = np.ones(4, np.float32)
+  save_file(tensors, weights, metadata={"format": "pt"})
+  config, _ = load_hf_folder(tmp_path)
+  assert config.tie_embeddings
+  tensors["model.layers.0.mlp.extra.weight"] = np.ones(4, np.float32)
+  save_file(tensors, weights, metadata={"format": "pt"})
+  with pytest.raises(CheckpointError, match="1 checkpoint tensors are not used .*mlp.extra"):
     load_hf_folder(tmp_path)
