@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dspark_jax.data.prompts import Prompt
+from dspark_jax.decoding.sampling import SamplingParams
 
 
 class RegenerationError(ValueError):
@@ -64,6 +65,7 @@ class RegenConfig:
     for name in ("max_new_tokens", "max_prompt_tokens", "batch_size", "sort_window"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+    SamplingParams(self.temperature, self.top_k, self.top_p)  # the same checks (finite, ranges)
 
 
 @dataclasses.dataclass

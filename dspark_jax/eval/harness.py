@@ -46,8 +46,8 @@ class EvalSettings:
   seed: int = 0
 
   def __post_init__(self):
-    if self.temperature < 0:
-      raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+    if not 0 <= self.temperature < float("inf"):  # also NaN
+      raise ValueError(f"temperature must be >= 0 and finite, got {self.temperature}")
     if self.max_new_tokens < 1 or self.batch_size < 1:
       raise ValueError("max_new_tokens and batch_size must be >= 1")
 

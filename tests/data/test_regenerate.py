@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from dspark_jax.data.regenerate import RegenerationError, read_regenerated, regenerate
+from dspark_jax.data.regenerate import RegenConfig, RegenerationError, read_regenerated, regenerate
 from tests.data import regen_worker as worker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -203,3 +203,11 @@ def test_paths_in_the_settings_count_by_their_last_component(reference, tmp_path
   assert resume_complete(out, info).resumed_from == 22
   with pytest.raises(RegenerationError, match="other settings"):
     resume_complete(out, info | {"model": "/new/place/other.gguf"})
+
+
+@pytest.mark.parametrize(
+  "field,value", [("temperature", float("inf")), ("temperature", float("nan")), ("top_p", 0.0)]
+)
+def test_non_finite_or_out_of_range_sampling_settings_are_refused(field, value):
+  with pytest.raises(ValueError, match=field):
+    RegenConfig(**{field: value})

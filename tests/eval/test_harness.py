@@ -4,6 +4,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 from dspark_jax.data.prompts import domain_of
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
@@ -98,3 +99,11 @@ def test_undefined_conditional_acceptance_is_left_out_of_averages_and_shown_as_m
     lines = list(csv.DictReader(f))
   assert lines[1]["conditional_1"] == "" and lines[0]["conditional_2"] == ""
   assert "n/a / n/a" in harness.table(record)
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1.0])
+def test_eval_settings_refuse_a_non_finite_or_negative_temperature(value):
+  from dspark_jax.eval.harness import EvalSettings
+
+  with pytest.raises(ValueError, match="temperature must be >= 0 and finite"):
+    EvalSettings(temperature=value)
