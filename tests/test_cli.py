@@ -151,3 +151,22 @@ def test_a_saved_dspark_drafter_runs_losslessly_from_the_command_line(tmp_path, 
   out = capsys.readouterr()
   assert out.out == plain
   assert "dspark drafter, G=3" in out.err
+
+
+def test_our_warnings_are_one_line_each_and_others_untouched(capsys):
+  import warnings
+
+  import dspark_jax.training.trainer as trainer_module
+  from dspark_jax.cli import one_line_warnings
+  from dspark_jax.training.run_folder import CorruptCheckpointWarning
+
+  with warnings.catch_warnings(), one_line_warnings("dspark-jax train"):
+    warnings.simplefilter("always")
+    warnings.warn_explicit(
+      "checkpoint step 4 is corrupt", CorruptCheckpointWarning, trainer_module.__file__, 1
+    )
+    warnings.warn_explicit("not ours", UserWarning, "/elsewhere/lib.py", 7)
+  err = capsys.readouterr().err.splitlines()
+  assert err[0] == "dspark-jax train: warning: checkpoint step 4 is corrupt"
+  # Other libraries' warnings go to the previous handler (pytest's recorder here), unchanged.
+  assert not any("warning: not ours" in line for line in err)

@@ -9,9 +9,33 @@ its arguments. Bad input raises ValueError / FileNotFoundError and is printed he
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
+from pathlib import Path
 
 from dspark_jax.cli import calibrate, evaluate, generate, regenerate, train
+
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+
+
+@contextlib.contextmanager
+def one_line_warnings(prefix: str):
+  """Our warnings (a corrupt checkpoint skipped, a drafter trained for another target) as one
+  line each, `<prefix>: warning: <message>`, instead of Python's file:line plus source echo."""
+  show = warnings.showwarning
+
+  def show_ours(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, UserWarning) and filename.startswith(_PACKAGE):
+      print(f"{prefix}: warning: {message}", file=sys.stderr)
+    else:
+      show(message, category, filename, lineno, file, line)
+
+  warnings.showwarning = show_ours
+  try:
+    yield
+  finally:
+    warnings.showwarning = show
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     "calibrate": calibrate.run,
   }
   try:
-    return commands[args.command](args)
+    with one_line_warnings(f"dspark-jax {args.command}"):
+      return commands[args.command](args)
   except (ValueError, FileNotFoundError) as e:
     # Bad input (invalid flags, missing or corrupt model files) gets one clear line, no trace.
     print(f"dspark-jax {args.command}: error: {e}", file=sys.stderr)

@@ -13,7 +13,7 @@ import pytest
 
 from dspark_jax.config import TrainConfig
 from dspark_jax.data import target_cache as tc
-from dspark_jax.training import feature_scale, trainer
+from dspark_jax.training import feature_scale, run_folder, trainer
 from tests.tiny import tiny_model
 from tests.tiny_drafters import make_drafter
 
@@ -202,9 +202,9 @@ def test_a_corrupt_newest_checkpoint_is_moved_aside_and_the_run_resumes_from_the
   assert sorted(p.name for p in ckpts.iterdir()) == ["2", "4"]
   truncate_arrays(ckpts / "4")
 
-  with pytest.warns(trainer.CorruptCheckpointWarning) as caught:
+  with pytest.warns(run_folder.CorruptCheckpointWarning) as caught:
     trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
-  (message,) = [str(w.message) for w in caught if w.category is trainer.CorruptCheckpointWarning]
+  (message,) = [str(w.message) for w in caught if w.category is run_folder.CorruptCheckpointWarning]
   assert "\n" not in message
   assert "checkpoint step 4" in message and "4.corrupt" in message
   assert "resuming from step 2" in message
