@@ -10,7 +10,6 @@ from dspark_jax.cli.common import (
   check_verify_slots,
   finite_float,
 )
-from dspark_jax.io.deepspec import check_drafter_folder
 
 
 def add_parser(sub) -> None:
@@ -97,6 +96,8 @@ def run(args) -> int:
   check_verify_slots(args.verify_slots)
   check_ngram_flags(args, "ngram")
   if args.drafter != "ngram":
+    from dspark_jax.io.deepspec import check_drafter_folder
+
     check_drafter_folder(args.drafter)
   from dspark_jax.data.prompts import domain_of, load_benchmarks
 

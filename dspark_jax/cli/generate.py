@@ -11,7 +11,6 @@ from dspark_jax.cli.common import (
   check_verify_slots,
   finite_float,
 )
-from dspark_jax.io.deepspec import check_drafter_folder
 
 NGRAM_DRAFT_LEN, NGRAM_MAX = 4, 3  # the n-gram drafter's defaults here
 
@@ -89,6 +88,8 @@ def run(args) -> int:
   args.ngram = NGRAM_MAX if args.ngram is None else args.ngram
   check_verify_slots(args.verify_slots)
   if args.drafter == "checkpoint":
+    from dspark_jax.io.deepspec import check_drafter_folder
+
     check_drafter_folder(args.drafter_path)  # before the model loads
   import jax
   from tqdm import tqdm
