@@ -3,10 +3,12 @@
 `config.json` is what DeepSpec writes: its Qwen3 target config with the drafter fields
 (block_size, mask_token_id, target_layer_ids, num_anchors, markov_rank, markov_head_type as
 "vanilla" / "gated" / "rnn", enable_confidence_head, confidence_head_with_markov; Eagle3's
-ttt_length, step_loss_decay) set; we read "markov" (our earlier spelling) as "vanilla" too. `model.safetensors` holds torch-layout tensors ([out, in]
-for linear maps) named as DeepSpec names them (`fc.weight`, `layers.{i}.self_attn.q_proj.weight`,
-`markov_head.markov_w1.weight`, ...). The embedding and LM head are written from the target's
-frozen arrays (DeepSpec ships them in every drafter) and read back only to check them.
+ttt_length, step_loss_decay) set; we read "markov" (our earlier spelling) as "vanilla" too.
+`model.safetensors` holds torch-layout tensors ([out, in] for linear maps) named as DeepSpec
+names them (`fc.weight`, `layers.{i}.self_attn.q_proj.weight`, `markov_head.markov_w1.weight`,
+...). The embedding and LM head are written from the target's frozen arrays (DeepSpec ships them
+in every drafter) and read back only to check them. Tested both ways against folders DeepSpec
+itself wrote (tests/io/data/deepspec_fixture).
 
 Supported: Qwen3-style drafters (architectures `Qwen3DSparkModel`, `Qwen3Eagle3Model`), which
 is what we train for every target family. `Gemma4DSparkModel` folders are refused with a clear
