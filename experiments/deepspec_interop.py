@@ -1,7 +1,7 @@
 """Drafter folders saved by dspark-jax, loaded and run by DeepSeek's own PyTorch DeepSpec code.
 
-    mkdir -p /tmp/deepspec && git --git-dir=<DeepSpec mirror> archive HEAD deepspec LICENSE \\
-      | tar -x -C /tmp/deepspec
+    git clone https://github.com/deepseek-ai/DeepSpec /tmp/deepspec
+    git -C /tmp/deepspec checkout afdfa7c
     python experiments/deepspec_interop.py --deepspec /tmp/deepspec \\
       --deepspec-commit afdfa7c9382a3341a3e6f17756dd816da79f132c --out results/deepspec_interop
 
