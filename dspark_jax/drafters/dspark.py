@@ -33,7 +33,7 @@ from dspark_jax.drafters.heads import ConfidenceHead, SequentialHead
 from dspark_jax.drafters.shared import embed, lm_logits
 from dspark_jax.drafters.trained import TrainedDrafter
 from dspark_jax.models.kv_cache import KVCache, write_rows
-from dspark_jax.models.layers import RMSNorm, _param
+from dspark_jax.models.layers import RMSNorm, _param, prefix_buckets
 
 
 class BlockModel(nn.Module):
@@ -248,12 +248,10 @@ class DSparkDrafter(TrainedDrafter):
     block_tokens = jnp.full((b, 1, g), self.config.mask_token_id, jnp.int32)
     block_tokens = block_tokens.at[:, 0, 0].set(anchor_tokens)
     positions = (anchor_positions[:, None] + jnp.arange(g))[:, None, :]
-    visible = (jnp.arange(state.capacity)[None, :] < state.lengths[:, None])[:, None, :]
-    ctx_kv = tuple(zip(state.keys, state.values, strict=True))
+    x = embed(frozen, block_tokens, self.target)
+    h = self._block_hidden_over_context(params, x, positions, state)[:, 0, :count]  # [B, n, D]
 
     def run(model):
-      x = embed(frozen, block_tokens, self.target)
-      h = model.block_hidden(x, positions, ctx_kv, visible)[:, 0, :count]  # [B, count, D]
       base = lm_logits(frozen, h, self.target)  # [B, count, V]
 
       def step(carry, k):
@@ -274,6 +272,25 @@ class DSparkDrafter(TrainedDrafter):
 
     tokens, logits, conf = nn.apply(run, self.model)({"params": params["trainable"]})
     return Proposal(tokens, logits, conf if self.config.confidence_head else None)
+
+  def _block_hidden_over_context(self, params, x_BxAxGxD, positions_BxAxG, state: KVCache):
+    """`BlockModel.block_hidden` over the context cache, read only up to the smallest compiled
+    prefix that holds every row's valid context (`prefix_buckets`, chosen with `lax.switch`):
+    a proposal costs what the context needs, not what the cache's capacity holds."""
+    buckets = prefix_buckets(state.capacity)
+
+    def over_prefix(size):
+      def run(trainable, x, positions, keys, values, lengths):
+        ctx = tuple((k[:, :, :size], v[:, :, :size]) for k, v in zip(keys, values, strict=True))
+        visible = (jnp.arange(size)[None, :] < lengths[:, None])[:, None, :]
+        variables = {"params": trainable}
+        return self.model.apply(variables, x, positions, ctx, visible, method="block_hidden")
+
+      return run
+
+    index = jnp.sum(jnp.asarray(buckets[:-1]) < jnp.max(state.lengths)).astype(jnp.int32)
+    args = (params["trainable"], x_BxAxGxD, positions_BxAxG, state.keys, state.values)
+    return jax.lax.switch(index, [over_prefix(s) for s in buckets], *args, state.lengths)
 
   def commit(self, params, state, proposal, anchor_tokens, accepted_features, num_accepted):
     """Adds the anchor's and the accepted drafts' target features to the context."""

@@ -34,6 +34,7 @@ from dspark_jax.models.layers import (
   _param,
   apply_rope,
   attend,
+  attend_cache_prefix,
   attention_mask,
   rope_cos_sin,
 )
@@ -186,10 +187,8 @@ class Eagle3Drafter(TrainedDrafter):
       q, k, v = model.qkv(embed(frozen, tokens_BxT, self.target), hidden_in_BxTxD, positions)
       keys = write_rows(cache.keys[0], k, start_B)
       values = write_rows(cache.values[0], v, start_B)
-      mask = attention_mask(start_B, t, keys.shape[2], None)
-      out, normed = model.finish(
-        attend(q, keys, values, mask, model.c.scale, None), hidden_in_BxTxD
-      )
+      attn = attend_cache_prefix(q, keys, values, start_B, None, model.c.scale, None)
+      out, normed = model.finish(attn, hidden_in_BxTxD)
       return (
         out,
         lm_logits(frozen, normed, self.target),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 
+from dspark_jax.kernels import ragged_attention as ragged_kernel
 from dspark_jax.kernels import reference
 from dspark_jax.kernels import verify as verify_kernel
 
@@ -40,3 +41,18 @@ def verify_flat(
     )
   fn = verify_kernel.verify_flat if kernel else reference.ref_verify_flat
   return fn(*args, max_len=max_len, temperature=temperature, block_v=block_v, interpret=interpret)
+
+
+def ragged_attention(*args, force_interpret: bool = False, **kwargs):
+  """Ragged-row attention over the KV cache; arguments as `reference.ref_ragged_attention`.
+
+  The Pallas kernel on TPU/GPU (and in interpret mode when forced, for tests); the jnp
+  reference elsewhere. The model's CPU decode path does not come through here: it uses
+  `models.layers.attend_cache_prefix`, the XLA formulation that measures fastest on CPU
+  (BENCHMARKS.md).
+  """
+  kernel, interpret = use_pallas(force_interpret=force_interpret)
+  if kernel:
+    return ragged_kernel.ragged_attention(*args, interpret=interpret, **kwargs)
+  kwargs.pop("block_s", None)
+  return reference.ref_ragged_attention(*args, **kwargs)

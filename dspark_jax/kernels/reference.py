@@ -73,3 +73,58 @@ def ref_verify_flat(
   use_target = (num >= lengths_R) | (mass < RESIDUAL_FLOOR)
   weights = jnp.where(use_target[:, None], lpt_a, log_res)
   return num, jnp.argmax(weights + gumbel_RxV, axis=-1).astype(jnp.int32)
+
+
+def ref_ragged_attention(
+  q_BxTxHxK: jax.Array,
+  k_BxNxSxK: jax.Array,
+  v_BxNxSxK: jax.Array,
+  start_B: jax.Array,
+  num_q_B: jax.Array,
+  *,
+  scale: float,
+  softcap: float | None = None,
+  window: int | None = None,
+  block_s: int = 128,
+  interpret: bool = False,
+) -> jax.Array:
+  """Attention of each row's first num_q[b] queries over its KV cache; returns [B, T, H, K].
+
+  Args:
+    q_BxTxHxK: queries; query t of row b sits in cache slot start[b] + t.
+    k_BxNxSxK, v_BxNxSxK: the cache, this step's keys and values already written; slots at or
+      past start[b] + num_q[b] are never used (they may hold anything, NaN included).
+    start_B: slots before the row's first query (its context length).
+    num_q_B: live queries of each row (0..T); the rest of its queries get zeros.
+    scale: score scale (1 / sqrt(head_dim) unless the model says otherwise).
+    softcap: tanh soft-capping of the scores (Gemma), or None.
+    window: a query sees only slots with (query slot - slot) < window, or None.
+    block_s, interpret: the kernel's knobs (unused here).
+  """
+  del block_s, interpret
+  b, t, h, kd = q_BxTxHxK.shape
+  n, s = k_BxNxSxK.shape[1], k_BxNxSxK.shape[2]
+  slots = jnp.arange(s)
+  valid_len = start_B + num_q_B
+  live_BxT = jnp.arange(t)[None, :] < num_q_B[:, None]
+  diff_BxTxS = (start_B[:, None] + jnp.arange(t))[:, :, None] - slots[None, None, :]
+  visible = (
+    (diff_BxTxS >= 0) & (slots[None, None, :] < valid_len[:, None, None]) & live_BxT[..., None]
+  )
+  if window is not None:
+    visible &= diff_BxTxS < window
+  in_range = (slots[None, :] < valid_len[:, None])[:, None, :, None]  # [B, 1, S, 1]
+  keys = jnp.where(in_range, k_BxNxSxK, 0.0).astype(jnp.float32)
+  values = jnp.where(in_range, v_BxNxSxK, 0.0).astype(jnp.float32)
+  q = q_BxTxHxK.reshape(b, t, n, h // n, kd).astype(jnp.float32)
+  scores = jnp.einsum("btngk,bnsk->bngts", q, keys) * scale
+  if softcap is not None:
+    scores = jnp.tanh(scores / softcap) * softcap
+  mask = visible[:, None, None]
+  scores = jnp.where(mask, scores, -jnp.inf)
+  top = jnp.max(scores, axis=-1, keepdims=True)
+  weights = jnp.where(mask, jnp.exp(scores - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
+  total = jnp.sum(weights, axis=-1, keepdims=True)
+  out = jnp.einsum("bngts,bnsk->btngk", weights / jnp.where(total > 0, total, 1.0), values)
+  out = jnp.where(live_BxT[:, :, None, None, None], out, 0.0)
+  return out.reshape(b, t, h, kd).astype(q_BxTxHxK.dtype)

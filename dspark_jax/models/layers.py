@@ -119,6 +119,43 @@ def attend(q_BxTxHxK, k_BxNxSxK, v_BxNxSxK, mask_BxTxS, scale: float, softcap: f
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, k)
 
 
+def prefix_buckets(capacity: int, smallest: int = 128) -> tuple[int, ...]:
+  """Cache-prefix lengths attention is compiled for: powers of two from `smallest`, then the
+  capacity itself (e.g. 448 -> (128, 256, 448))."""
+  sizes, size = [], smallest
+  while size < capacity:
+    sizes.append(size)
+    size *= 2
+  return (*sizes, capacity)
+
+
+def attend_cache_prefix(
+  q_BxTxHxK, keys_BxNxSxK, values_BxNxSxK, start_B, window, scale: float, softcap
+) -> jax.Array:
+  """Attention of T new queries (query t of row b in slot start_B[b] + t) over the cache after
+  this step's write, read only up to the smallest compiled prefix that holds every row's last
+  query slot (`prefix_buckets`, chosen with `lax.switch`): a step costs what the valid length
+  needs, not what the capacity holds. Slots past a row's queries are masked and weigh exactly
+  zero, so the result is the attention over the whole cache up to the order of summation.
+
+  Returns [B, T, H, K].
+  """
+  t = q_BxTxHxK.shape[1]
+  buckets = prefix_buckets(keys_BxNxSxK.shape[2])
+
+  def over_prefix(size):
+    def run(q, keys, values, start):
+      mask = attention_mask(start, t, size, window)
+      return attend(q, keys[:, :, :size], values[:, :, :size], mask, scale, softcap)
+
+    return run
+
+  need = jnp.max(start_B) + t
+  index = jnp.sum(jnp.asarray(buckets[:-1]) < need).astype(jnp.int32)
+  branches = [over_prefix(size) for size in buckets]
+  return jax.lax.switch(index, branches, q_BxTxHxK, keys_BxNxSxK, values_BxNxSxK, start_B)
+
+
 class Attention(nn.Module):
   """Grouped-query attention that appends its keys/values to a per-row KV cache."""
 
@@ -156,11 +193,14 @@ class Attention(nn.Module):
     k_new, v_new = k_new.transpose(0, 2, 1, 3), v_new.transpose(0, 2, 1, 3)  # [B, N, T, K]
     if cache_kv is None:  # no cache: attend within the new tokens only
       keys, values = k_new, v_new
+      mask = attention_mask(start_B, x_BxTxD.shape[1], keys.shape[2], self.window)
+      out_BxTxHxK = attend(q, keys, values, mask, self.scale, self.softcap)
     else:
       keys = write_rows(cache_kv[0], k_new, start_B)
       values = write_rows(cache_kv[1], v_new, start_B)
-    mask = attention_mask(start_B, x_BxTxD.shape[1], keys.shape[2], self.window)
-    out_BxTxHxK = attend(q, keys, values, mask, self.scale, self.softcap)
+      out_BxTxHxK = attend_cache_prefix(
+        q, keys, values, start_B, self.window, self.scale, self.softcap
+      )
     out = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, wo.astype(dt))
     return out, (keys, values)
 
