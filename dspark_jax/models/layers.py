@@ -87,35 +87,26 @@ def attention_mask(start_B: jax.Array, num_new: int, num_slots: int, window: int
   return visible
 
 
-# Up to this many queries per KV head, attention is computed as broadcast-multiply-and-sum
-# instead of batched matmuls: XLA:CPU runs dots with a tiny M and a batch of heads far below its
-# peak (measured 0.3 ms vs 1.9 ms for probs @ V at batch 8, 1024 slots). Larger query blocks
-# (prefill) use einsum. Both are exact float32; only the summation order differs.
-SMALL_QUERY_BLOCK = 32
-
-
 def attend(q_BxTxHxK, k_BxNxSxK, v_BxNxSxK, mask_BxTxS, scale: float, softcap: float | None):
-  """Grouped-query softmax attention with float32 scores; returns [B, T, H, K]."""
+  """Grouped-query softmax attention with float32 scores; returns [B, T, H, K].
+
+  Batched matmuls for every query-block size: with the caches read only up to the valid
+  prefix (`attend_cache_prefix`), they measure faster on XLA:CPU than the broadcast-multiply
+  form this used for small blocks, at batch 1 and 8, one token and eight
+  (experiments/bench_forward.py).
+  """
   b, t, h, k = q_BxTxHxK.shape
   n = k_BxNxSxK.shape[1]
-  small = t * (h // n) <= SMALL_QUERY_BLOCK
   q_BxNxGxTxK = q_BxTxHxK.reshape(b, t, n, h // n, k).transpose(0, 2, 3, 1, 4)
-  if small:
-    prod = q_BxNxGxTxK[:, :, :, :, None, :] * k_BxNxSxK[:, :, None, None, :, :]
-    scores = jnp.sum(prod.astype(jnp.float32), axis=-1)
-  else:
-    scores = jnp.einsum(
-      "bngtk,bnsk->bngts", q_BxNxGxTxK, k_BxNxSxK, preferred_element_type=jnp.float32
-    )
+  scores = jnp.einsum(
+    "bngtk,bnsk->bngts", q_BxNxGxTxK, k_BxNxSxK, preferred_element_type=jnp.float32
+  )
   scores = scores * scale
   if softcap is not None:
     scores = jnp.tanh(scores / softcap) * softcap
   scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, -jnp.inf)
   probs = jax.nn.softmax(scores, axis=-1).astype(v_BxNxSxK.dtype)
-  if small:
-    out = jnp.sum(probs[..., None] * v_BxNxSxK[:, :, None, None, :, :], axis=-2)
-  else:
-    out = jnp.einsum("bngts,bnsk->bngtk", probs, v_BxNxSxK)
+  out = jnp.einsum("bngts,bnsk->bngtk", probs, v_BxNxSxK)
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, k)
 
 
@@ -137,6 +128,8 @@ def attend_cache_prefix(
   query slot (`prefix_buckets`, chosen with `lax.switch`): a step costs what the valid length
   needs, not what the capacity holds. Slots past a row's queries are masked and weigh exactly
   zero, so the result is the attention over the whole cache up to the order of summation.
+  Reading the written cache through the switch also keeps XLA from fusing the cache write into
+  the attention's operands, which at batch 1 made it copy every layer's cache twice a step.
 
   Returns [B, T, H, K].
   """
