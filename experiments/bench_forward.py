@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -232,7 +233,8 @@ def main(argv=None) -> int:
   model = load_model(args.model)
   params = jax.device_put(model.params)
   record = {
-    "command": "python experiments/bench_forward.py " + " ".join(argv or []),
+    "command": "python experiments/bench_forward.py "
+    + " ".join(sys.argv[1:] if argv is None else argv),
     "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
     "jax": jax.__version__,
     "device": str(jax.devices()[0]),
