@@ -46,8 +46,8 @@ def check_ngram_flags(args, ngram_name: str) -> None:
     if not uses_ngram:
       raise ValueError(
         f"{name} applies to the n-gram drafter only (--drafter {ngram_name}); a trained drafter "
-        "proposes its own block "
-        "size (its config.json block_size): use --verify-slots G to verify fewer slots"
+        "proposes its own block size (config.json block_size): use --verify-slots G to verify "
+        "fewer slots"
       )
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
