@@ -32,21 +32,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from timing import timed  # experiments/timing.py (this folder is on sys.path)
 
 # (capacity, valid slots): the short-answer case at three capacities, and a long answer.
 CACHE_SETTINGS = ((448, 120), (1024, 120), (4096, 120), (1024, 900), (4096, 900))
 STEPS_PER_CALL = 8  # forward steps per timed loop call (the per-step time is the quotient)
-
-
-def timed(fn, *args, repeats: int) -> float:
-  """Median milliseconds of fn(*args) (blocked), after one warm-up call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-  return statistics.median(times)
 
 
 def layer_matrices(params, config, num_layers: int):

@@ -22,26 +22,14 @@ import argparse
 import dataclasses
 import json
 import platform
-import statistics
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from timing import timed  # experiments/timing.py (this folder is on sys.path)
 
 from dspark_jax.benchmarks import benchmark_path
-
-
-def timed(fn, *args, repeats: int) -> float:
-  """Median milliseconds of fn(*args) (blocked), after one warm-up call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-  return statistics.median(times)
 
 
 def breakdown(model, params, drafter, draft_params, prompt, batch: int, repeats: int) -> dict:
