@@ -33,7 +33,7 @@ from dspark_jax.drafters.heads import ConfidenceHead, SequentialHead
 from dspark_jax.drafters.shared import embed, lm_logits
 from dspark_jax.drafters.trained import TrainedDrafter
 from dspark_jax.models.kv_cache import KVCache, write_rows
-from dspark_jax.models.layers import RMSNorm, _param, prefix_buckets
+from dspark_jax.models.layers import RMSNorm, _param, prefix_bucket_index, prefix_buckets
 
 
 class BlockModel(nn.Module):
@@ -288,7 +288,7 @@ class DSparkDrafter(TrainedDrafter):
 
       return run
 
-    index = jnp.sum(jnp.asarray(buckets[:-1]) < jnp.max(state.lengths)).astype(jnp.int32)
+    index = prefix_bucket_index(buckets, jnp.max(state.lengths))
     args = (params["trainable"], x_BxAxGxD, positions_BxAxG, state.keys, state.values)
     return jax.lax.switch(index, [over_prefix(s) for s in buckets], *args, state.lengths)
 

@@ -120,6 +120,11 @@ def prefix_buckets(capacity: int, smallest: int = 128) -> tuple[int, ...]:
   return (*sizes, capacity)
 
 
+def prefix_bucket_index(buckets: tuple[int, ...], need: jax.Array) -> jax.Array:
+  """Index of the smallest bucket holding `need` slots (the last one if none does)."""
+  return jnp.sum(jnp.asarray(buckets[:-1]) < need).astype(jnp.int32)
+
+
 def attend_cache_prefix(
   q_BxTxHxK, keys_BxNxSxK, values_BxNxSxK, start_B, window, scale: float, softcap
 ) -> jax.Array:
@@ -143,8 +148,7 @@ def attend_cache_prefix(
 
     return run
 
-  need = jnp.max(start_B) + t
-  index = jnp.sum(jnp.asarray(buckets[:-1]) < need).astype(jnp.int32)
+  index = prefix_bucket_index(buckets, jnp.max(start_B) + t)
   branches = [over_prefix(size) for size in buckets]
   return jax.lax.switch(index, branches, q_BxTxHxK, keys_BxNxSxK, values_BxNxSxK, start_B)
 
