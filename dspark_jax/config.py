@@ -120,6 +120,10 @@ class DraftConfig:
   # Sequential Temperature Scaling of the confidence logits, one T per slot (() = none); fitted
   # by `dspark-jax calibrate` and stored beside the drafter (calibration.json).
   confidence_temperatures: tuple[float, ...] = ()
+  # Reduced draft vocabulary (Eagle3's d2t/t2d idea): the drafter's logits cover only N target
+  # tokens (rows of the target's own LM head, `drafters.draft_vocab`); 0 = the whole vocabulary.
+  # Verification still scores the full vocabulary, so decoding stays lossless.
+  draft_vocab_size: int = 0
 
   def __post_init__(self):
     if self.kind not in DRAFTER_KINDS:
@@ -149,6 +153,8 @@ class DraftConfig:
       )
     if temps and not self.confidence_head:
       raise ValueError("confidence_temperatures need a confidence head")
+    if self.draft_vocab_size < 0:
+      raise ValueError(f"draft_vocab_size must be >= 0 (0 = full), got {self.draft_vocab_size}")
     # Fields that do not apply take one canonical value, so equal configs are equal functions
     # (a DFlash drafter read back from a checkpoint that stores rank 0 equals the one saved).
     if not self.confidence_head:
@@ -160,6 +166,10 @@ class DraftConfig:
   def uses_token_table(self) -> bool:
     """Whether W1 (the [V, r] previous-token table) exists."""
     return self.head != "none" or (self.confidence_head and self.confidence_with_markov)
+
+  def draft_vocab(self, target: ModelConfig) -> int:
+    """N, the width of the drafter's logits on `target`."""
+    return self.draft_vocab_size or target.vocab_size
 
   def check_target(self, target: ModelConfig) -> None:
     """Raises ValueError if this drafter cannot run on `target`."""
@@ -174,6 +184,11 @@ class DraftConfig:
       )
     if any(b <= a for a, b in zip(ids, ids[1:], strict=False)):
       raise ValueError(f"target_layer_ids must be strictly increasing, got {list(ids)}")
+    if self.draft_vocab_size > target.vocab_size:
+      raise ValueError(
+        f"draft_vocab_size {self.draft_vocab_size} exceeds the target vocabulary "
+        f"({target.vocab_size})"
+      )
     if not 0 <= self.mask_token_id < target.vocab_size:
       raise ValueError(
         f"mask_token_id {self.mask_token_id} is outside the target vocabulary "

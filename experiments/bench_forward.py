@@ -141,18 +141,30 @@ def bench_target(model, params, batches, ts, repeats) -> list[dict]:
   return rows
 
 
-def bench_drafter(model, params, folder, batches, repeats) -> list[dict]:
+def draft_ids_from(path, n: int, model):
+  """The n most frequent response tokens of a regenerated-data file (stop tokens kept)."""
+  from dspark_jax.data.regenerate import read_regenerated
+  from dspark_jax.drafters.draft_vocab import most_frequent_ids
+
+  answers = [r["response_ids"] for r in read_regenerated(path)]
+  return most_frequent_ids(answers, n, model.config.vocab_size, always=model.tokenizer.stop_ids)
+
+
+def bench_drafter(model, params, folder, batches, repeats, vocab=0, vocab_from=None) -> list[dict]:
   from dspark_jax.decoding.sampling import SamplingParams
+  from dspark_jax.drafters.draft_vocab import restrict
   from dspark_jax.io.deepspec import load_drafter
   from dspark_jax.models.kv_cache import KVCache
 
   config = model.config
   drafter, dparams = load_drafter(folder, config, params)
+  if vocab:
+    drafter, dparams = restrict(drafter, dparams, draft_ids_from(vocab_from, vocab, model))
   g = drafter.draft_len
   backbone = drafter.config.backbone_config(config)
   dmats = layer_matrices(dparams["trainable"], backbone, backbone.num_layers)
   head = params["embedding"].T if config.tie_embeddings else params["lm_head"]
-  head = jnp.asarray(head)
+  head = jnp.asarray(dparams["frozen"].get("draft_head", head))
   capacity, valid = CACHE_SETTINGS[0]
   plain = forward_step_fn(config, STEPS_PER_CALL)
   greedy = SamplingParams()
@@ -175,9 +187,19 @@ def bench_drafter(model, params, folder, batches, repeats) -> list[dict]:
     for slots, fn in ((g, propose), (1, prefix)):
       ms = timed(fn, dparams, state, *inputs, repeats=repeats)
       floor = timed(floor_fn(dmats, head, head_rows=b * slots), x, repeats=repeats)
-      rows.append(dict(batch=b, slots=slots, propose_ms=ms, floor_ms=floor, plain_step_ms=plain_ms))
+      rows.append(
+        dict(
+          batch=b,
+          slots=slots,
+          draft_vocab=head.shape[1],
+          propose_ms=ms,
+          floor_ms=floor,
+          plain_step_ms=plain_ms,
+        )
+      )
       print(
-        f"B={b} drafter {slots} slot(s): {ms:5.1f} ms, floor {floor:5.1f} ms ({ms / floor:.2f}x),"
+        f"B={b} drafter {slots} slot(s), draft vocabulary {head.shape[1]}: {ms:5.1f} ms, "
+        f"floor {floor:5.1f} ms ({ms / floor:.2f}x),"
         f" plain step {plain_ms:5.1f} ms ({ms / plain_ms:.2f}x)",
         flush=True,
       )
@@ -197,12 +219,13 @@ def markdown(record) -> str:
   if record.get("drafter"):
     lines += [
       "",
-      "| B | slots | propose ms | floor ms | ratio | / plain step |",
-      "|---|---|---|---|---|---|",
+      "| B | slots | draft vocabulary | propose ms | floor ms | ratio | / plain step |",
+      "|---|---|---|---|---|---|---|",
     ]
     for r in record["drafter"]:
       lines.append(
-        f"| {r['batch']} | {r['slots']} | {r['propose_ms']:.1f} | {r['floor_ms']:.1f} | "
+        f"| {r['batch']} | {r['slots']} | {r.get('draft_vocab', '')} | {r['propose_ms']:.1f} | "
+        f"{r['floor_ms']:.1f} | "
         f"{r['propose_ms'] / r['floor_ms']:.2f}x | {r['propose_ms'] / r['plain_step_ms']:.2f}x |"
       )
   return "\n".join(lines)
@@ -216,6 +239,16 @@ def main(argv=None) -> int:
   parser.add_argument("--t", type=int, nargs="+", default=[1, 2, 4, 8, 16])
   parser.add_argument("--repeats", type=int, default=20)
   parser.add_argument("--out", default="results/bench_forward.json")
+  parser.add_argument(
+    "--draft-vocab",
+    type=int,
+    nargs="+",
+    default=[0],
+    help="draft vocabulary sizes to time the drafter at (0: as committed, the full vocabulary); "
+    "the tokens are the most frequent answer tokens of --vocab-from",
+  )
+  parser.add_argument("--vocab-from", default="data/smollm2_sharegpt_train.jsonl")
+  parser.add_argument("--skip-target", action="store_true", help="time the drafter only")
   args = parser.parse_args(argv)
 
   from dspark_jax.io.load import load_model
@@ -230,10 +263,18 @@ def main(argv=None) -> int:
     "device": str(jax.devices()[0]),
     "model": args.model,
     "steps_per_call": STEPS_PER_CALL,
-    "target": bench_target(model, params, args.batch, args.t, args.repeats),
+    "target": []
+    if args.skip_target
+    else bench_target(model, params, args.batch, args.t, args.repeats),
   }
   if args.drafter:
-    record["drafter"] = bench_drafter(model, params, args.drafter, args.batch, args.repeats)
+    record["drafter"] = [
+      row
+      for n in args.draft_vocab
+      for row in bench_drafter(
+        model, params, args.drafter, args.batch, args.repeats, n, args.vocab_from
+      )
+    ]
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(record, indent=2) + "\n")

@@ -23,6 +23,7 @@ import numpy as np
 from flax import struct
 
 from dspark_jax.config import ModelConfig
+from dspark_jax.decoding import scheduler
 from dspark_jax.decoding.budget import check_context, check_memory
 from dspark_jax.decoding.generate import (
   GenerateConfig,
@@ -45,6 +46,7 @@ class SpecStats:
   admitted: jax.Array  # [B, G] rounds in which slot k was verified
   accepted: jax.Array  # [B, G] rounds in which slot k was accepted (all before it too)
   reached: jax.Array  # [B, G] rounds in which slot k was verified with all before it accepted
+  drafted: jax.Array  # [B] rounds in which the row was active and the batch drafted
   committed: jax.Array  # [B] tokens committed by rounds (the prefill's first token excluded)
   # [B] tokens the rounds count toward tau: accepted drafts plus the bonus token, except that a
   # round reaching a stop token counts only its accepted drafts, up to the stop (docs/method.md
@@ -74,6 +76,7 @@ class SpecState:
   request_ids: jax.Array  # [B]
   seed: jax.Array  # []
   stats: SpecStats
+  schedule: scheduler.ScheduleState
   trace: RoundTrace | None = None  # recorded only when asked (speculative_generate(trace=True))
 
 
@@ -126,7 +129,7 @@ def spec_prefill(
   done = stopped | (spec.max_new_tokens <= 1) | (prompt_lens_B + g + 1 > cache.capacity)
   zeros_b = jnp.zeros((batch,), jnp.int32)
   zeros_bg = jnp.zeros((batch, g), jnp.int32)
-  stats = SpecStats(zeros_b, zeros_bg, zeros_bg, zeros_bg, zeros_b, zeros_b)
+  stats = SpecStats(zeros_b, zeros_bg, zeros_bg, zeros_bg, zeros_b, zeros_b, zeros_b)
   rounds = spec.max_new_tokens  # every round commits at least one token
   record = None
   if trace:
@@ -146,6 +149,7 @@ def spec_prefill(
     request_ids_B,
     seed,
     stats,
+    scheduler.initial_state(batch, g),
     record,
   )
 
@@ -159,9 +163,20 @@ def spec_decode(
   target_config: ModelConfig,
   drafter,
   spec: SpecConfig,
+  schedule=None,
 ) -> SpecState:
-  """Up to `max_rounds` rounds; stops early when every row is done."""
+  """Up to `max_rounds` rounds; stops early when every row is done.
+
+  `schedule` is a policy of `decoding.scheduler` (None: every row verifies its `verify_len`).
+  The target's forward runs at the smallest compiled width that holds the round's widest row
+  (`lax.switch`), so slots no row verifies cost nothing.
+  """
   g = drafter.draft_len
+  policy = scheduler.Fixed(g) if schedule is None else schedule
+  widths = _widths_of(policy, g)
+  can_skip = policy.gated and getattr(
+    getattr(drafter, "inner", drafter), "stateless_propose", False
+  )
 
   def cond(carry):
     rounds, s = carry
@@ -170,29 +185,58 @@ def spec_decode(
   def body(carry):
     rounds, s = carry
     anchor_pos = s.cache.lengths  # slot == position: the cache is contiguous per row
-    proposal, draft_state = drafter.propose(
-      draft_params, s.draft_state, s.anchor, anchor_pos, spec.sampling, s.seed, s.request_ids
-    )
-    lengths = s.verify_len
+    active = ~s.done
+
+    def propose(draft_state):
+      return drafter.propose(
+        draft_params, draft_state, s.anchor, anchor_pos, spec.sampling, s.seed, s.request_ids
+      )
+
+    if can_skip:
+      # A plain round: no proposal (its slots are never verified), the drafter's state as is.
+      skipped = jax.tree.map(
+        lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(propose, s.draft_state)[0]
+      )
+      drafted = scheduler.should_draft(policy, s.schedule)
+      proposal, draft_state = jax.lax.cond(
+        drafted, propose, lambda ds: (skipped, ds), s.draft_state
+      )
+    else:
+      drafted = jnp.bool_(True)
+      proposal, draft_state = propose(s.draft_state)
+    cap = s.verify_len
     if proposal.num_valid is not None:
-      lengths = jnp.minimum(lengths, proposal.num_valid)
+      cap = jnp.minimum(cap, proposal.num_valid)
+    confidence = proposal.confidence
+    if confidence is None:
+      if not isinstance(policy, scheduler.Fixed):
+        raise ValueError(
+          f"the {type(policy).__name__} schedule needs a drafter with a confidence head"
+        )
+      confidence = jnp.ones(proposal.tokens.shape, jnp.float32)
+    lengths, planned = policy.lengths(confidence, cap, active, s.schedule)
+    lengths = jnp.where(drafted & active, lengths, 0).astype(jnp.int32)
     block = jnp.concatenate([s.anchor[:, None], proposal.tokens], axis=1)  # [B, G+1]
     positions = anchor_pos[:, None] + jnp.arange(g + 1)[None]
     score = functools.partial(
       forward, target_params, config=target_config, feature_layers=drafter.feature_layers
     )
 
-    def score_anchor_only(block, positions, cache):
-      # Nothing to verify in any active row: a plain one-token step, padded to the block shape
-      # (slots 1..G are never read when every length is 0).
-      out = score(block[:, :1], positions[:, :1], cache)
-      widen = lambda x: None if x is None else jnp.repeat(x, g + 1, axis=1)
-      return out._replace(
-        logits=widen(out.logits), features=widen(out.features), hidden=widen(out.hidden)
-      )
+    def score_width(w):
+      def run(block, positions, cache):
+        # The first w positions only, padded back to the block's shape: slots at or past w
+        # are never read, since no row verifies more than w - 1 drafts this round.
+        out = score(block[:, :w], positions[:, :w], cache)
+        pad = lambda x: None if x is None else jnp.pad(x, ((0, 0), (0, g + 1 - w), (0, 0)))
+        return out._replace(
+          logits=pad(out.logits), features=pad(out.features), hidden=pad(out.hidden)
+        )
 
-    nothing_to_verify = jnp.all((lengths == 0) | s.done)
-    out = jax.lax.cond(nothing_to_verify, score_anchor_only, score, block, positions, s.cache)
+      return run
+
+    needed = 1 + jnp.max(jnp.where(active, lengths, 0))
+    index = jnp.minimum(scheduler.width_index(widths, needed), len(widths) - 1)
+    out = jax.lax.switch(index, [score_width(w) for w in widths], block, positions, s.cache)
     num_acc, next_token = verify(
       out.logits,
       proposal.tokens,
@@ -206,7 +250,7 @@ def spec_decode(
     draft_state = drafter.commit(
       draft_params, draft_state, proposal, s.anchor, out.features, num_acc
     )
-    active = ~s.done
+    sched = scheduler.advance(policy, s.schedule, drafted, confidence, planned, active.sum())
 
     # New tokens of the round: the accepted drafts, then the verification's token.
     slot = jnp.arange(g + 1)[None]
@@ -242,6 +286,7 @@ def spec_decode(
       accepted=st.accepted + accepted_k.astype(jnp.int32),
       reached=st.reached
       + (admitted_k & (jnp.arange(g)[None] <= num_acc[:, None])).astype(jnp.int32),
+      drafted=st.drafted + (active & drafted).astype(jnp.int32),
       committed=st.committed + count,
       counted=st.counted
       + jnp.where(active, jnp.where(hit_stop, jnp.minimum(num_acc, stop_at + 1), num_acc + 1), 0),
@@ -266,6 +311,7 @@ def spec_decode(
       draft_state=draft_state,
       done=done,
       stats=stats,
+      schedule=sched,
       trace=record,
     )
     return rounds + 1, s
@@ -274,9 +320,19 @@ def spec_decode(
   return state
 
 
+def _widths_of(policy, draft_len: int) -> tuple[int, ...]:
+  """The compiled verification widths of a policy: a fixed length needs only its own width
+  (and 1, for rounds in which no row verifies anything); the others all of the defaults."""
+  if isinstance(policy, scheduler.Fixed):
+    return tuple(sorted({1, min(policy.k, draft_len) + 1}))
+  return scheduler.compiled_widths(draft_len)
+
+
 _STATIC = ("target_config", "drafter", "spec")
 _prefill_jit = jax.jit(spec_prefill, static_argnames=(*_STATIC, "trace"))
-_decode_jit = jax.jit(spec_decode, static_argnames=_STATIC, donate_argnames=("state",))
+_decode_jit = jax.jit(
+  spec_decode, static_argnames=(*_STATIC, "schedule"), donate_argnames=("state",)
+)
 
 
 @dataclasses.dataclass
@@ -288,6 +344,7 @@ class SpecResult:
   reached: np.ndarray  # [B, G]
   committed: np.ndarray  # [B]
   counted: np.ndarray  # [B] tokens counted toward tau (see SpecStats)
+  drafted: np.ndarray  # [B] rounds that drafted (the rest were plain steps)
   prefill_seconds: float
   decode_seconds: float
   compile_seconds: float
@@ -300,6 +357,16 @@ class SpecResult:
   @property
   def tokens_per_second(self) -> float:
     return self.num_tokens / max(self.prefill_seconds + self.decode_seconds, 1e-9)
+
+  @property
+  def mean_verified_length(self) -> float:
+    """Drafts verified per round (0 in a plain round)."""
+    return float(self.admitted.sum() / max(self.rounds.sum(), 1))
+
+  @property
+  def drafted_share(self) -> float:
+    """Share of rounds that drafted."""
+    return float(self.drafted.sum() / max(self.rounds.sum(), 1))
 
   @property
   def mean_accepted_length(self) -> float:
@@ -330,6 +397,7 @@ def speculative_generate(
   rounds_per_call: int | None = None,
   progress: Any = None,
   trace: bool = False,
+  schedule=None,
 ) -> SpecResult:
   """Speculative generation for a batch of token prompts of different lengths.
 
@@ -339,6 +407,8 @@ def speculative_generate(
       64); it must leave room for one verification block after the budget.
     trace: also return each round's proposal confidences, verified and accepted lengths
       (`SpecResult.trace`, for calibration); the output is the same either way.
+    schedule: a `decoding.scheduler` policy choosing each round's verification lengths
+      (capped by verify_len); None verifies verify_len slots every round.
     Other arguments as in `generate.generate`.
 
   Raises:
@@ -400,7 +470,7 @@ def speculative_generate(
   prefill_seconds = time.perf_counter() - start
 
   run_decode, seconds = _compile(
-    _decode_jit, target_params, draft_params, state, np.int32(0), **static
+    _decode_jit, target_params, draft_params, state, np.int32(0), **static, schedule=schedule
   )
   compile_seconds += seconds
   if progress is not None and hasattr(progress, "reset"):
@@ -428,6 +498,7 @@ def speculative_generate(
     st.reached,
     st.committed,
     st.counted,
+    st.drafted,
     prefill_seconds,
     decode_seconds,
     compile_seconds,

@@ -29,8 +29,9 @@ from flax import linen as nn
 from dspark_jax.config import DraftConfig, ModelConfig
 from dspark_jax.drafters.backbone import DraftLayer
 from dspark_jax.drafters.base import Proposal, sample_draft
+from dspark_jax.drafters.draft_vocab import draft_logits, to_target_vocab
 from dspark_jax.drafters.heads import ConfidenceHead, SequentialHead
-from dspark_jax.drafters.shared import embed, lm_logits
+from dspark_jax.drafters.shared import embed
 from dspark_jax.drafters.trained import TrainedDrafter
 from dspark_jax.models.kv_cache import KVCache, write_rows
 from dspark_jax.models.layers import RMSNorm, _param, prefix_bucket_index, prefix_buckets
@@ -52,7 +53,11 @@ class BlockModel(nn.Module):
     self.final_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
     if self.draft.uses_token_table:
       self.markov_head = SequentialHead(
-        self.draft.head, c.vocab_size, c.hidden_size, self.draft.markov_rank
+        self.draft.head,
+        c.vocab_size,
+        c.hidden_size,
+        self.draft.markov_rank,
+        self.draft.draft_vocab(self.target),
       )
     if self.draft.confidence_head:
       self.confidence_head = ConfidenceHead(self.draft.confidence_with_markov)
@@ -92,9 +97,11 @@ class BlockModel(nn.Module):
 
 
 class TrainOutput(NamedTuple):
-  logits: jax.Array  # [B, A, G, V] float32: U_k + B_k under teacher forcing
+  """N is the draft vocabulary (V unless the drafter has a reduced one, `drafters.draft_vocab`)."""
+
+  logits: jax.Array  # [B, A, G, N] float32: U_k + B_k under teacher forcing
   confidence_logits: jax.Array | None  # [B, A, G]
-  base_logits: jax.Array  # [B, A, G, V] float32: U_k (backbone only)
+  base_logits: jax.Array  # [B, A, G, N] float32: U_k (backbone only)
 
 
 def anchor_candidates(loss_mask_BxT: jax.Array) -> jax.Array:
@@ -123,6 +130,10 @@ class DSparkDrafter(TrainedDrafter):
 
   Params: {"trainable": BlockModel params, "frozen": `frozen_parts(target_params, target)`}.
   """
+
+  # `propose` only reads the state (the context grows in `commit`), so a decode round may skip
+  # drafting and commit the anchor alone (`decoding.scheduler.should_draft`).
+  stateless_propose = True
 
   def __post_init__(self):
     if self.config.kind not in ("dspark", "dflash"):
@@ -191,7 +202,7 @@ class DSparkDrafter(TrainedDrafter):
       tokens_BxT[:, None, :].repeat(anchors_BxA.shape[1], 1), jnp.clip(slot_pos, 0, t - 1), 2
     )
     h = model.block_hidden(embed(frozen, block_tokens, self.target), slot_pos, ctx, visible)
-    base = lm_logits(frozen, h, self.target)
+    base = draft_logits(frozen, h, self.target)
 
     def step(state, inputs):
       h_k, prev_k = inputs
@@ -252,12 +263,15 @@ class DSparkDrafter(TrainedDrafter):
     h = self._block_hidden_over_context(params, x, positions, state)[:, 0, :count]  # [B, n, D]
 
     def run(model):
-      base = lm_logits(frozen, h, self.target)  # [B, count, V]
+      base = draft_logits(frozen, h, self.target)  # [B, count, N]
 
       def step(carry, k):
         prev, head_state = carry
         bias, conf, head_state = model.head_step(h[:, k], prev, head_state)
         logits = base[:, k] if bias is None else base[:, k] + bias
+        # Drawn in the target's vocabulary (-inf outside the draft vocabulary), so the logits
+        # handed to verification are exactly those the token was sampled from.
+        logits = to_target_vocab(frozen, logits, self.target.vocab_size)
         token = choose(k, logits).astype(jnp.int32)
         if conf is None:
           conf = jnp.zeros((b,))

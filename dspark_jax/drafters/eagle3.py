@@ -25,7 +25,8 @@ from flax import struct
 
 from dspark_jax.config import DraftConfig, ModelConfig
 from dspark_jax.drafters.base import Proposal, sample_draft
-from dspark_jax.drafters.shared import embed, lm_logits
+from dspark_jax.drafters.draft_vocab import draft_logits, to_target_vocab
+from dspark_jax.drafters.shared import embed
 from dspark_jax.drafters.trained import TrainedDrafter
 from dspark_jax.models.kv_cache import KVCache, write_rows
 from dspark_jax.models.layers import (
@@ -189,11 +190,10 @@ class Eagle3Drafter(TrainedDrafter):
       values = write_rows(cache.values[0], v, start_B)
       attn = attend_cache_prefix(q, keys, values, start_B, None, model.c.scale, None)
       out, normed = model.finish(attn, hidden_in_BxTxD)
-      return (
-        out,
-        lm_logits(frozen, normed, self.target),
-        cache.replace(keys=(keys,), values=(values,)),
+      logits = to_target_vocab(
+        frozen, draft_logits(frozen, normed, self.target), self.target.vocab_size
       )
+      return out, logits, cache.replace(keys=(keys,), values=(values,))
 
     return nn.apply(run, self.model)({"params": params["trainable"]})
 
@@ -202,8 +202,8 @@ class Eagle3Drafter(TrainedDrafter):
 
   # --- training mode ------------------------------------------------------------------------
   def train_forward(self, params, tokens_BxT, features_BxTxF, num_steps: int, reduce=None):
-    """Training-time test: logits [J, B, T, V]; step j at position i predicts x_{i+1} in the
-    round anchored at i - j (teacher-forced tokens).
+    """Training-time test: logits [J, B, T, N] (N the draft vocabulary); step j at position i
+    predicts x_{i+1} in the round anchored at i - j (teacher-forced tokens).
 
     With `reduce(j, normed_BxTxD) -> pytree` (step j's final-normed hidden states, which the
     frozen LM head turns into logits), returns the sum over steps of its results instead; each
@@ -225,7 +225,7 @@ class Eagle3Drafter(TrainedDrafter):
         attn = ttt_attend(q, keys, values, model.c.scale)
         out, normed = model.finish(attn, hidden)
         if reduce is None:
-          results.append(lm_logits(frozen, normed, self.target))
+          results.append(draft_logits(frozen, normed, self.target))
         else:
           results.append(jax.checkpoint(lambda normed, j=j: reduce(j, normed))(normed))
         hidden = _shift_right(out)

@@ -34,13 +34,15 @@ class SequentialHead(nn.Module):
   vocab_size: int
   hidden_size: int
   rank: int
+  out_size: int | None = None  # width of B_k: the draft vocabulary N (default: vocab_size)
 
   def setup(self):
     v, d, r = self.vocab_size, self.hidden_size, self.rank
+    # W1 is indexed by previous tokens, which are target ids; W2 writes draft-space logits.
     self.markov_w1 = _param(self, "markov_w1", (v, r), ("vocab", None))
     if self.kind == "none":
       return
-    self.markov_w2 = _param(self, "markov_w2", (r, v), (None, "vocab"))
+    self.markov_w2 = _param(self, "markov_w2", (r, self.out_size or v), (None, "vocab"))
     if self.kind == "gated":
       self.gate_kernel = _param(self, "gate_kernel", (d + r, r), ("embed", None))
       self.gate_bias = _param(self, "gate_bias", (r,), (None,), _ZEROS)
@@ -57,7 +59,7 @@ class SequentialHead(nn.Module):
     return jnp.take(self.markov_w1, prev_tokens, axis=0).astype(jnp.float32)
 
   def __call__(self, h_k, prev_tokens, state):
-    """One slot: (h_k [..., D], x_{k-1} [...], state [..., R or 0]) -> (B_k [..., V] | None,
+    """One slot: (h_k [..., D], x_{k-1} [...], state [..., R or 0]) -> (B_k [..., N] | None,
     W1[x_{k-1}] [..., R], next state)."""
     w1x = self.token_features(prev_tokens)
     h = h_k.astype(jnp.float32)

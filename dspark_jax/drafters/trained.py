@@ -14,7 +14,7 @@ import jax
 from flax import linen as nn
 
 from dspark_jax.config import DraftConfig, ModelConfig
-from dspark_jax.drafters.shared import frozen_parts
+from dspark_jax.drafters.draft_vocab import draft_frozen
 from dspark_jax.models.layers import random_params
 
 
@@ -49,10 +49,18 @@ class TrainedDrafter:
     """Random trainable params (normal(0.02) matrices, zero biases, unit norms)."""
     return random_params(self.trainable_shapes(), rng)
 
-  def init_params(self, rng: jax.Array, target_params) -> dict:
+  def init_params(self, rng: jax.Array, target_params, draft_ids=None) -> dict:
+    """Random trainable params; `draft_ids` [N] (ascending target ids) when the config has a
+    reduced draft vocabulary of N tokens."""
+    n = self.config.draft_vocab_size
+    if n and (draft_ids is None or len(draft_ids) != n):
+      got = "none" if draft_ids is None else len(draft_ids)
+      raise ValueError(f"this drafter's draft vocabulary needs {n} draft ids, got {got}")
+    if not n and draft_ids is not None:
+      raise ValueError("draft ids given for a drafter without a reduced draft vocabulary")
     return {
       "trainable": self.init_trainable(rng),
-      "frozen": frozen_parts(target_params, self.target),
+      "frozen": draft_frozen(target_params, self.target, draft_ids),
     }
 
   def trainable_shapes(self):

@@ -30,7 +30,7 @@ from flax import traverse_util
 
 from dspark_jax.config import DraftConfig, ModelConfig
 from dspark_jax.drafters.build import make_drafter
-from dspark_jax.drafters.shared import frozen_parts
+from dspark_jax.drafters.draft_vocab import draft_frozen
 from dspark_jax.io.hf import CheckpointError, read_config_json, tensor_getter
 
 ARCHITECTURES = {
@@ -125,6 +125,8 @@ def state_dict(drafter, params) -> dict[str, np.ndarray]:
     name, n_in = _name_of(path, eagle)
     out[name] = _to_torch(np.asarray(x, np.float32), n_in)
   frozen = params["frozen"]
+  if "draft_ids" in frozen:
+    out |= _draft_vocab_tensors(drafter, out, np.asarray(frozen["draft_ids"]))
   out["embed_tokens.weight"] = np.asarray(frozen["embedding"], np.float32)
   head = frozen.get("lm_head")
   # safetensors writes an array's raw buffer: a transposed view must be made contiguous first.
@@ -145,7 +147,62 @@ def state_dict_shapes(drafter) -> dict[str, tuple[int, ...]]:
     shapes[name] = x.shape if n_in == 0 else (math.prod(x.shape[n_in:]), math.prod(x.shape[:n_in]))
   v, d = drafter.target.vocab_size, drafter.target.hidden_size
   shapes["embed_tokens.weight"] = shapes["lm_head.weight"] = (v, d)
+  n = drafter.config.draft_vocab_size
+  if n:
+    shapes |= {D2T: (n,), T2D: (v,)}
+    if W2 in shapes:
+      shapes[W2] = (v, shapes[W2][1])
   return shapes
+
+
+# A reduced draft vocabulary (`drafters.draft_vocab`) is stored the way EAGLE-3 checkpoints
+# store theirs: `d2t` [N] int64 offsets (target id = i + d2t[i]) and `t2d` [V] bool, plus the
+# config field `draft_vocab_size`. The sequential head's W2 is written at the full vocabulary,
+# zero outside the N tokens. DeepSpec reads such a folder as a full-vocabulary drafter: transformers
+# skips the two unknown tensors with a warning, and the extra config field is kept unread.
+D2T, T2D, W2 = "d2t", "t2d", "markov_head.markov_w2.weight"
+
+
+def _draft_vocab_tensors(drafter, torch_tensors: dict, ids: np.ndarray) -> dict:
+  """d2t, t2d and the full-vocabulary W2 of a drafter with draft ids `ids` [N]."""
+  v = drafter.target.vocab_size
+  out = {
+    D2T: (ids - np.arange(ids.size)).astype(np.int64),
+    T2D: np.zeros(v, bool),
+  }
+  out[T2D][ids] = True
+  if W2 in torch_tensors:
+    w2 = torch_tensors[W2]  # [N, R]
+    full = np.zeros((v, w2.shape[1]), np.float32)
+    full[ids] = w2
+    out[W2] = full
+  return out
+
+
+def read_draft_ids(cfg: dict[str, Any], get, vocab_size: int) -> np.ndarray | None:
+  """The draft ids [N] a folder's d2t / t2d describe (None for a full-vocabulary drafter);
+  CheckpointError when they are missing or disagree."""
+  from dspark_jax.drafters.draft_vocab import check_draft_ids
+
+  n = int(cfg.get("draft_vocab_size") or 0)
+  if not n:
+    return None
+  d2t, t2d = get(D2T), get(T2D)
+  if d2t is None or t2d is None:
+    raise CheckpointError(f"config.json sets draft_vocab_size={n} but {D2T}/{T2D} are missing")
+  ids = np.arange(d2t.size) + np.rint(d2t).astype(np.int64)
+  mask = np.zeros(vocab_size, bool)
+  try:
+    ids = check_draft_ids(ids, vocab_size)
+    mask[ids] = True
+  except ValueError as e:
+    raise CheckpointError(f"bad {D2T}: {e}") from None
+  if ids.size != n or t2d.shape != (vocab_size,) or not np.array_equal(t2d > 0.5, mask):
+    raise CheckpointError(
+      f"{D2T} ({ids.size} ids) and {T2D} ({int((t2d > 0.5).sum())} set) do not describe the "
+      f"same draft vocabulary of draft_vocab_size={n}"
+    )
+  return ids
 
 
 # The transformers release whose config layout (`dtype`, `rope_parameters`) DeepSpec's released
@@ -206,6 +263,8 @@ def deepspec_config(drafter) -> dict[str, Any]:
     "vocab_size": t.vocab_size,
   }
   if c.kind == "eagle3":
+    if c.draft_vocab_size:
+      cfg["draft_vocab_size"] = c.draft_vocab_size
     cfg |= {
       "block_size": c.block_size,  # ours: tokens per proposal (DeepSpec's eval sets it per run)
       "draft_num_hidden_layers": c.num_layers,
@@ -232,6 +291,8 @@ def deepspec_config(drafter) -> dict[str, Any]:
     )
   if c.confidence_head:
     cfg["confidence_head_with_markov"] = c.confidence_with_markov
+  if c.draft_vocab_size:
+    cfg["draft_vocab_size"] = c.draft_vocab_size
   return dict(sorted(cfg.items()))
 
 
@@ -285,6 +346,7 @@ def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig) -> Draf
       confidence_with_markov=bool(cfg.get("confidence_head_with_markov", True)),
       num_anchors=int(cfg.get("num_anchors", 512)),
       intermediate_size=width if width != target.intermediate_size else None,
+      draft_vocab_size=int(cfg.get("draft_vocab_size") or 0),
     )
   except (ValueError, KeyError, TypeError) as e:
     raise CheckpointError(f"bad drafter config.json: {e}") from None
@@ -328,15 +390,15 @@ def save_drafter(
   if not include_shared:
     tensors = {k: v for k, v in tensors.items() if k not in SHARED_TENSORS}
   tmp = folder / "model.safetensors.tmp"
+  from safetensors.numpy import save_file
+
   if dtype == "bfloat16":
-    import jax.numpy as jnp
-    from safetensors.flax import save_file as save_bf16
+    import ml_dtypes  # jax's own bfloat16; the draft-vocabulary maps stay integer / bool
 
-    save_bf16({k: jnp.asarray(v, jnp.bfloat16) for k, v in tensors.items()}, str(tmp))
-  else:
-    from safetensors.numpy import save_file
-
-    save_file(tensors, str(tmp))
+    tensors = {
+      k: v.astype(ml_dtypes.bfloat16) if v.dtype == np.float32 else v for k, v in tensors.items()
+    }
+  save_file(tensors, str(tmp))
   tmp.replace(folder / "model.safetensors")
   (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
   return folder
@@ -375,7 +437,8 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
     drafter = make_drafter(config, target)
   except ValueError as e:
     raise CheckpointError(f"drafter in {folder} cannot run on this target: {e}") from None
-  trainable = trainable_from_state_dict(drafter, get)
+  draft_ids = read_draft_ids(cfg, get, target.vocab_size)
+  trainable = trainable_from_state_dict(drafter, _draft_space_getter(get, draft_ids))
   unused = sorted(get.names - set(state_dict_shapes(drafter)))
   if unused:
     raise CheckpointError(
@@ -401,9 +464,21 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
       )
   params = {
     "trainable": jax.tree.map(np.asarray, trainable),
-    "frozen": frozen_parts(target_params, target),
+    "frozen": draft_frozen(target_params, target, draft_ids),
   }
   return drafter, params
+
+
+def _draft_space_getter(get, draft_ids):
+  """`get` with W2 cut to the draft vocabulary's rows (it is stored at the full vocabulary)."""
+  if draft_ids is None:
+    return get
+
+  def cut(name):
+    w = get(name)
+    return w[draft_ids] if name == W2 and w is not None else w
+
+  return cut
 
 
 def open_drafter(

@@ -233,6 +233,14 @@ def train(
 
   if (samples is None) == (cache is None):
     raise TrainingError("give either samples (online features) or a target cache")
+  if drafter.config.draft_vocab_size:
+    # The losses compare draft and target distributions over the target's vocabulary; their
+    # draft-space form (and its cheaper LM head) is not written yet. `draft_vocab.restrict`
+    # cuts a drafter trained over the full vocabulary instead.
+    raise TrainingError(
+      "training a drafter with a reduced draft vocabulary is not supported yet: train over "
+      "the full vocabulary, then cut it with dspark_jax.drafters.draft_vocab.restrict"
+    )
   num = len(samples) if samples is not None else cache.num_samples
   if num < config.batch_size:
     raise TrainingError(f"{num} samples cannot fill one batch of {config.batch_size}")
