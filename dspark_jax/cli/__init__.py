@@ -14,7 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from dspark_jax.cli import calibrate, evaluate, generate, regenerate, train
+from dspark_jax.cli import calibrate, evaluate, generate, regenerate, schedule, train
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
   train.add_parsers(sub)
   evaluate.add_parser(sub)
   calibrate.add_parser(sub)
+  schedule.add_parser(sub)
   try:
     args = parser.parse_args(argv)
   except SystemExit as e:  # argparse has printed the usage and the error (or --help)
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     "cache": train.run_cache,
     "eval": evaluate.run,
     "calibrate": calibrate.run,
+    "profile": schedule.run_profile,
   }
   try:
     with one_line_warnings(f"dspark-jax {args.command}"):

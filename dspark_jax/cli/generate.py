@@ -11,6 +11,7 @@ from dspark_jax.cli.common import (
   check_verify_slots,
   finite_float,
 )
+from dspark_jax.cli.schedule import add_schedule_flags, check_schedule_flags, resolve_schedule
 
 NGRAM_DRAFT_LEN, NGRAM_MAX = 4, 3  # the n-gram drafter's defaults here
 
@@ -63,6 +64,7 @@ def add_parser(sub) -> None:
     help=f"longest n-gram the n-gram drafter matches (default {NGRAM_MAX})",
   )
   add_verify_slots(p)
+  add_schedule_flags(p)
   p.add_argument(
     "--compare-plain",
     action="store_true",
@@ -87,6 +89,9 @@ def run(args) -> int:
   args.draft_len = NGRAM_DRAFT_LEN if args.draft_len is None else args.draft_len
   args.ngram = NGRAM_MAX if args.ngram is None else args.ngram
   check_verify_slots(args.verify_slots)
+  check_schedule_flags(args)
+  if args.drafter == "none" and (args.schedule or args.profile):
+    raise ValueError("--schedule and --profile need a drafter")
   if args.drafter == "checkpoint":
     from dspark_jax.io.deepspec import check_drafter_folder
 
@@ -145,6 +150,9 @@ def run(args) -> int:
 
       drafter = PrefixDrafter(drafter, args.verify_slots)
     spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
+    policy, schedule_desc = resolve_schedule(
+      args, model, params, drafter, draft_params, len(prompts), quiet=args.no_progress
+    )
     result = speculative_generate(
       params,
       model.config,
@@ -155,10 +163,13 @@ def run(args) -> int:
       seed=args.seed,
       rounds_per_call=16 if show else None,
       progress=bar,
+      schedule=policy,
     )
     per_round = (
-      f"; {name} drafter, G={drafter.draft_len}: "
-      f"{result.mean_accepted_length:.2f} tokens per round (bonus included)"
+      f"; {name} drafter, G={drafter.draft_len}, schedule {schedule_desc}: "
+      f"{result.mean_accepted_length:.2f} tokens per round (bonus included), "
+      f"{result.mean_verified_length:.2f} drafts verified per round, "
+      f"{result.drafted_share:.0%} of rounds drafted"
     )
     if args.compare_plain:
       gen = GenerateConfig(

@@ -251,3 +251,23 @@ def test_output_distribution_is_the_target_distribution(policy):
     fails.append(stat >= chi2_quantile_1e3(dof))
   assert any(fails) == isinstance(policy, Anticipating), fails
   assert out.admitted.sum() > 0
+
+
+def test_one_compile_per_policy_and_shape():
+  """Prompts of new lengths and contents reuse the compiled loop; a new policy compiles once."""
+  from dspark_jax.decoding import generate as gen_module
+  from dspark_jax.decoding import loop
+
+  config, params = tiny_model("llama", scale=5.0)
+  drafter, dparams = random_drafter("dspark-markov", config, params, **SMALL)
+  spec = SpecConfig(8)
+  run = lambda prompts, policy: speculative_generate(
+    params, config, drafter, dparams, prompts, spec, cache_capacity=64, schedule=policy
+  )
+  loops = lambda: sum(key[0] is loop._decode_jit for key in gen_module._COMPILED)
+  run(PROMPTS[:2], scheduler.Algorithm1(COST))
+  size = loops()
+  run(PROMPTS[2:], scheduler.Algorithm1(COST))  # an equal policy, other prompts: no compile
+  assert loops() == size
+  run(PROMPTS[:2], scheduler.Async(COST))
+  assert loops() == size + 1
