@@ -26,6 +26,10 @@ from dspark_jax.cli import main
     (["--drafter-path", "d", "--ngram", "2"], "--ngram applies to the n-gram drafter"),
     (["--draft-len", "3"], "--draft-len applies to the n-gram drafter only (--drafter ngram)"),
     (["--drafter", "ngram", "--draft-len", "0"], "--draft-len must be >= 1, got 0"),
+    (["--drafter", "ngram", "--schedule", "threshold"], "needs --threshold X"),
+    (["--drafter", "ngram", "--threshold", "0.5"], "--threshold applies to --schedule threshold"),
+    (["--drafter", "ngram", "--schedule", "threshold", "--threshold", "2"], "must be in (0, 1]"),
+    (["--schedule", "alg1"], "--schedule and --profile need a drafter"),
   ],
 )
 def test_bad_flags_give_one_clear_error(flags, message, capsys):
@@ -61,6 +65,7 @@ def test_regenerate_flags_reach_the_settings_by_name(flags, message, tmp_path, c
     (["--limit", "0"], "--limit must be >= 1"),
     (["--temperature", "-0.5"], "temperature must be >= 0"),
     (["--verify-slots", "-2"], "--verify-slots must be >= 1, got -2"),
+    (["--cumulative"], "--cumulative applies to --schedule threshold only"),
   ],
 )
 def test_eval_flags_give_one_clear_error(flags, message, capsys):
@@ -147,10 +152,12 @@ def test_a_saved_dspark_drafter_runs_losslessly_from_the_command_line(tmp_path, 
   argv = ["generate", "--prompt", "What is the capital of France?", "--max-new-tokens", "24"]
   assert main(argv) == 0
   plain = capsys.readouterr().out
-  assert main([*argv, "--drafter-path", str(tmp_path)]) == 0
+  # --schedule fixed: the default (alg1) would first profile six compiled shapes of the real
+  # model, a minute of CI; the scheduled loop is tested on tiny models.
+  assert main([*argv, "--drafter-path", str(tmp_path), "--schedule", "fixed"]) == 0
   out = capsys.readouterr()
   assert out.out == plain
-  assert "dspark drafter, G=3" in out.err
+  assert "dspark drafter, G=3, schedule fixed" in out.err
 
 
 def test_our_warnings_are_one_line_each_and_others_untouched(capsys):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from dspark_jax.cli.common import finite_float
+from dspark_jax.cli.schedule import add_schedule_flags, check_schedule_flags, resolve_schedule
 
 
 def add_parser(sub) -> None:
@@ -32,6 +33,11 @@ def add_parser(sub) -> None:
   p.add_argument(
     "--write", action="store_true", help="store the temperatures with the drafter (applied on load)"
   )
+  add_schedule_flags(
+    p,
+    default_help="fixed; the fit uses only rounds that verified every slot, so a schedule "
+    "that verifies fewer leaves it fewer rounds",
+  )
   p.add_argument("--no-progress", action="store_true")
 
 
@@ -44,6 +50,7 @@ def run(args) -> int:
   if min(args.prompts, args.batch_size, args.max_new_tokens) < 1 or args.skip < 0:
     raise ValueError("--prompts, --batch-size and --max-new-tokens must be >= 1, --skip >= 0")
   settings = harness.EvalSettings(args.temperature, args.max_new_tokens, args.batch_size, args.seed)
+  check_schedule_flags(args)
   import jax
   import numpy as np
   from tqdm import tqdm
@@ -58,6 +65,16 @@ def run(args) -> int:
   drafter, draft_params = load_drafter(args.drafter, model.config, params)
   if not drafter.config.confidence_head:
     raise ValueError(f"{args.drafter} has no confidence head to calibrate")
+  policy, _ = resolve_schedule(
+    args,
+    model,
+    params,
+    drafter,
+    draft_params,
+    args.batch_size,
+    default="fixed",
+    quiet=args.no_progress,
+  )
   prompts = [
     ids for _, ids in holdout_token_prompts(tok, args.prompts, args.max_prompt_tokens, args.skip)
   ]
@@ -73,10 +90,16 @@ def run(args) -> int:
     pad_id=tok.pad_id or 0,
     progress=bar,
     rounds=True,
+    schedule=policy,
   )
   bar.close()
   g = drafter.draft_len
   z, y = calibration.logits_and_labels(*rollouts["rounds_trace"])
+  if policy is not None and len(z) < 10 * g:
+    raise ValueError(
+      f"only {len(z)} rollout rounds verified all {g} slots: too few to fit temperatures "
+      "(run with --schedule fixed, the default, or more --prompts)"
+    )
   old = drafter.config.confidence_temperatures
   if old:  # the rollouts ran calibrated: fit on the raw logits
     z = z * np.asarray(old)

@@ -10,6 +10,7 @@ from dspark_jax.cli.common import (
   check_verify_slots,
   finite_float,
 )
+from dspark_jax.cli.schedule import add_schedule_flags, check_schedule_flags, resolve_schedule
 
 
 def add_parser(sub) -> None:
@@ -45,6 +46,7 @@ def add_parser(sub) -> None:
     "--draft-len", type=int, default=None, help="G of the n-gram drafter (default 7; ngram only)"
   )
   add_verify_slots(p)
+  add_schedule_flags(p, default_help="fixed (acceptance is measured on full verification)")
   p.add_argument("--out", default="results/eval", help="folder for eval.json and eval.csv")
   p.add_argument("--no-progress", action="store_true")
 
@@ -94,6 +96,7 @@ def run(args) -> int:
   files = _benchmark_files(args.benchmarks, args.data_dir)
   caps = _caps(args.cap, args.limit)
   check_verify_slots(args.verify_slots)
+  check_schedule_flags(args)
   check_ngram_flags(args, "ngram")
   if args.drafter != "ngram":
     from dspark_jax.io.deepspec import check_drafter_folder
@@ -119,10 +122,21 @@ def run(args) -> int:
     ngram_len=args.draft_len or 7,
     verify_slots=args.verify_slots,
   )
+  policy, schedule_desc = resolve_schedule(
+    args,
+    model,
+    params,
+    drafter,
+    draft_params,
+    settings.batch_size,
+    default="fixed",
+    quiet=args.no_progress,
+  )
   record = {
     "model": args.model,
     "drafter": args.drafter,
     "verify_slots": drafter.draft_len,
+    "schedule": schedule_desc,
     "settings": dataclasses.asdict(settings),
     "benchmarks": {},
     "skipped_long_prompts": {},
@@ -143,6 +157,7 @@ def run(args) -> int:
       stop_ids=tok.stop_ids,
       pad_id=tok.pad_id or 0,
       progress=bar,
+      schedule=policy,
     )
     bar.close()
     record["domains"] = harness.macro_averages(record["benchmarks"], domain_of)

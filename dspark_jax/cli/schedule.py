@@ -10,7 +10,9 @@ from dspark_jax.cli.common import finite_float
 SCHEDULES = ("fixed", "threshold", "alg1", "async")
 
 
-def add_schedule_flags(p) -> None:
+def add_schedule_flags(
+  p, default_help="alg1 for drafters with a confidence head, else fixed"
+) -> None:
   p.add_argument(
     "--schedule",
     choices=SCHEDULES,
@@ -18,7 +20,7 @@ def add_schedule_flags(p) -> None:
     help="how many drafted slots each round verifies: fixed (all, or --verify-slots), "
     "threshold (leading slots with confidence >= --threshold), alg1 (the paper's Algorithm 1 "
     "on a measured cost profile; it may skip drafting when drafting does not pay) or async "
-    "(its production variant); default alg1 for drafters with a confidence head, else fixed",
+    f"(its production variant); default {default_help}",
   )
   p.add_argument(
     "--threshold", type=finite_float, default=None, help="confidence cut of --schedule threshold"
@@ -60,11 +62,16 @@ def drafter_desc(drafter) -> str:
   return f"{kind}, {drafter.draft_len} slots"
 
 
-def resolve_schedule(args, model, params, drafter, draft_params, batch: int, *, quiet=False):
-  """(policy or None, a one-line description) for the decoding commands' flags."""
+def resolve_schedule(
+  args, model, params, drafter, draft_params, batch: int, *, quiet=False, default="auto"
+):
+  """(policy or None, a one-line description) for the decoding commands' flags. With no
+  --schedule: `default`, where "auto" is alg1 for drafters with a confidence head, else fixed."""
   from dspark_jax.decoding import scheduler
 
-  name = args.schedule or ("alg1" if has_confidence(drafter) else "fixed")
+  name = args.schedule or default
+  if name == "auto":
+    name = "alg1" if has_confidence(drafter) else "fixed"
   if name == "fixed":
     return None, "fixed"
   if not has_confidence(drafter):
@@ -76,9 +83,8 @@ def resolve_schedule(args, model, params, drafter, draft_params, batch: int, *, 
 
   from dspark_jax.decoding import profile
 
-  key = profile.profile_key(
-    model.source, getattr(args, "drafter_path", None), drafter_desc(drafter)
-  )
+  folder = getattr(args, "drafter_path", None) or getattr(args, "drafter", None)
+  key = profile.profile_key(model.source, folder, drafter_desc(drafter))
   bar = tqdm(
     total=profile.num_measurements(drafter, [batch]),
     desc="profiling verification costs",

@@ -219,7 +219,11 @@ def spec_decode(
     block = jnp.concatenate([s.anchor[:, None], proposal.tokens], axis=1)  # [B, G+1]
     positions = anchor_pos[:, None] + jnp.arange(g + 1)[None]
     score = functools.partial(
-      forward, target_params, config=target_config, feature_layers=drafter.feature_layers
+      forward,
+      target_params,
+      config=target_config,
+      feature_layers=drafter.feature_layers,
+      write_cache=False,
     )
 
     def score_width(w):
@@ -227,18 +231,29 @@ def spec_decode(
         # The first w positions only, padded back to the block's shape: slots at or past w
         # are never read, since no row verifies more than w - 1 drafts this round.
         out = score(block[:, :w], positions[:, :w], cache)
-        pad = lambda x: None if x is None else jnp.pad(x, ((0, 0), (0, g + 1 - w), (0, 0)))
-        return out._replace(
-          logits=pad(out.logits), features=pad(out.features), hidden=pad(out.hidden)
+        pad = lambda x, axis: jnp.pad(
+          x, [(0, g + 1 - w) if a == axis else (0, 0) for a in range(x.ndim)]
         )
+        entries = jax.tree.map(lambda x: pad(x, 2), out.new_entries)
+        features = None if out.features is None else pad(out.features, 1)
+        return pad(out.logits, 1), features, entries
 
       return run
 
-    needed = 1 + jnp.max(jnp.where(active, lengths, 0))
-    index = jnp.minimum(scheduler.width_index(widths, needed), len(widths) - 1)
-    out = jax.lax.switch(index, [score_width(w) for w in widths], block, positions, s.cache)
+    if len(widths) == 1:  # no switch: the forward writes its own entries
+      out = score(block[:, :1], positions[:, :1], s.cache, write_cache=True)
+      logits, features, cache = out.logits, out.features, out.cache
+    else:
+      needed = 1 + jnp.max(jnp.where(active, lengths, 0))
+      index = jnp.minimum(scheduler.width_index(widths, needed), len(widths) - 1)
+      logits, features, entries = jax.lax.switch(
+        index, [score_width(w) for w in widths], block, positions, s.cache
+      )
+      # The cache is written here, outside the switch, so XLA updates it in place (G + 1
+      # entries; those past a row's new length are rolled back below and never read).
+      cache = s.cache.write_entries(entries)
     num_acc, next_token = verify(
-      out.logits,
+      logits,
       proposal.tokens,
       proposal.logits,
       lengths,
@@ -247,9 +262,7 @@ def spec_decode(
       s.request_ids,
       anchor_pos + 1,
     )
-    draft_state = drafter.commit(
-      draft_params, draft_state, proposal, s.anchor, out.features, num_acc
-    )
+    draft_state = drafter.commit(draft_params, draft_state, proposal, s.anchor, features, num_acc)
     sched = scheduler.advance(policy, s.schedule, drafted, confidence, planned, active.sum())
 
     # New tokens of the round: the accepted drafts, then the verification's token.
@@ -269,7 +282,7 @@ def spec_decode(
     num_generated = s.num_generated + count
 
     new_len = jnp.where(active, anchor_pos + 1 + num_acc, anchor_pos)
-    cache = out.cache.with_lengths(new_len)
+    cache = cache.with_lengths(new_len)
     done = (
       s.done
       | hit_stop

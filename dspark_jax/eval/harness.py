@@ -72,10 +72,13 @@ def run_benchmark(
   pad_id: int = 0,
   progress=None,
   rounds: bool = False,
+  schedule=None,
 ) -> dict:
   """Metrics of one benchmark's token-id prompts: `acceptance_metrics` plus prompts, generated
   tokens and seconds (wall time, compilation included). With `rounds`, also "rounds_trace":
-  NumPy (confidence [N, G], accepted [N]) of every round that verified all G slots."""
+  NumPy (confidence [N, G], accepted [N]) of every round that verified all G slots. `schedule`
+  is a `decoding.scheduler` policy (None: every slot verified, what acceptance is defined on).
+  """
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
 
@@ -89,7 +92,7 @@ def run_benchmark(
   )
   counts = {k: [] for k in COUNTS}
   conf, acc = [], []
-  tokens = 0
+  tokens = verified = drafted = num_rounds = 0
   start = time.perf_counter()
   for first in range(0, len(prompts), settings.batch_size):
     chunk = list(prompts[first : first + settings.batch_size])
@@ -103,7 +106,11 @@ def run_benchmark(
       seed=settings.seed,
       request_ids=list(range(first, first + len(chunk))),
       trace=rounds,
+      schedule=schedule,
     )
+    verified += int(result.admitted.sum())
+    drafted += int(result.drafted.sum())
+    num_rounds += int(result.rounds.sum())
     if rounds:
       c, a = full_rounds(result.trace, drafter.draft_len)
       conf.append(c)
@@ -119,6 +126,8 @@ def run_benchmark(
     "prompts": len(prompts),
     "new_tokens": tokens,
     "seconds": time.perf_counter() - start,
+    "verified_per_round": verified / max(num_rounds, 1),
+    "drafted_share": drafted / max(num_rounds, 1),
   }
   if rounds:
     out["rounds_trace"] = (np.concatenate(conf), np.concatenate(acc))

@@ -60,6 +60,16 @@ class KVCache:
     """Sets each row's valid length (rollback or commit): no data moves."""
     return self.replace(lengths=jnp.asarray(lengths, jnp.int32))
 
+  def write_entries(self, entries) -> KVCache:
+    """Writes per layer (keys, values) [B, N, T, K] at each row's `lengths`; lengths + T."""
+    keys = tuple(
+      write_rows(c, k, self.lengths) for c, (k, _) in zip(self.keys, entries, strict=True)
+    )
+    values = tuple(
+      write_rows(c, v, self.lengths) for c, (_, v) in zip(self.values, entries, strict=True)
+    )
+    return KVCache(keys, values, self.lengths + entries[0][0].shape[2])
+
 
 def write_rows(cache_BxNxSxK: jax.Array, new_BxNxTxK: jax.Array, start_B: jax.Array) -> jax.Array:
   """Writes each row's new entries at its own start slot."""

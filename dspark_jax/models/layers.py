@@ -95,18 +95,30 @@ def attend(q_BxTxHxK, k_BxNxSxK, v_BxNxSxK, mask_BxTxS, scale: float, softcap: f
   form this used for small blocks, at batch 1 and 8, one token and eight
   (experiments/bench_forward.py).
   """
+  return attend_parts(q_BxTxHxK, ((k_BxNxSxK, v_BxNxSxK, mask_BxTxS),), scale, softcap)
+
+
+def attend_parts(q_BxTxHxK, parts, scale: float, softcap: float | None):
+  """`attend` over the union of several key/value sets [(k [B, N, S_i, K], v, mask [B, T,
+  S_i]), ...]: one softmax over every part's scores (concatenated scores, never concatenated
+  keys, so no part's keys are copied). Returns [B, T, H, K]."""
   b, t, h, k = q_BxTxHxK.shape
-  n = k_BxNxSxK.shape[1]
+  n = parts[0][0].shape[1]
   q_BxNxGxTxK = q_BxTxHxK.reshape(b, t, n, h // n, k).transpose(0, 2, 3, 1, 4)
-  scores = jnp.einsum(
-    "bngtk,bnsk->bngts", q_BxNxGxTxK, k_BxNxSxK, preferred_element_type=jnp.float32
-  )
-  scores = scores * scale
-  if softcap is not None:
-    scores = jnp.tanh(scores / softcap) * softcap
-  scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, -jnp.inf)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v_BxNxSxK.dtype)
-  out = jnp.einsum("bngts,bnsk->bngtk", probs, v_BxNxSxK)
+  scores = []
+  for keys, _, mask in parts:
+    part = jnp.einsum("bngtk,bnsk->bngts", q_BxNxGxTxK, keys, preferred_element_type=jnp.float32)
+    part = part * scale
+    if softcap is not None:
+      part = jnp.tanh(part / softcap) * softcap
+    scores.append(jnp.where(mask[:, None, None, :, :], part, -jnp.inf))
+  probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1), axis=-1)
+  out, first = 0.0, 0
+  for keys, values, _ in parts:
+    size = keys.shape[2]
+    p = probs[..., first : first + size].astype(values.dtype)
+    out = out + jnp.einsum("bngts,bnsk->bngtk", p, values)
+    first += size
   return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, k)
 
 
@@ -153,8 +165,45 @@ def attend_cache_prefix(
   return jax.lax.switch(index, branches, q_BxTxHxK, keys_BxNxSxK, values_BxNxSxK, start_B)
 
 
+def attend_cache_and_block(
+  q_BxTxHxK, cache_k, cache_v, k_BxNxTxK, v_BxNxTxK, start_B, window, scale: float, softcap
+) -> jax.Array:
+  """Attention of T new queries over the cache's valid slots (read only, up to the smallest
+  compiled prefix that holds every row's `start_B` slots, chosen with `lax.switch`) and over
+  the new tokens' own keys/values (causal), without writing the cache: the caller writes the
+  new entries afterwards (`models.kv_cache.write_entries`). Keeping the write out of the
+  attention, and out of any conditional the forward runs in, is what lets XLA update the cache
+  in place; the decode loop's width switch otherwise copied every layer's cache every round.
+  The keys seen are exactly those of the write-then-attend formulation (`attend_cache_prefix`),
+  which is the one to use outside conditionals (see `Attention`).
+
+  Returns [B, T, H, K].
+  """
+  t = q_BxTxHxK.shape[1]
+  buckets = prefix_buckets(cache_k.shape[2])
+  block_mask = attention_mask(jnp.zeros_like(start_B), t, t, window)
+
+  def over_prefix(size):
+    def run(q, cache_k, cache_v, k_new, v_new, start):
+      cached = attention_mask(start, t, size, window) & (jnp.arange(size) < start[:, None, None])
+      parts = ((cache_k[:, :, :size], cache_v[:, :, :size], cached), (k_new, v_new, block_mask))
+      return attend_parts(q, parts, scale, softcap)
+
+    return run
+
+  index = prefix_bucket_index(buckets, jnp.max(start_B))
+  branches = [over_prefix(size) for size in buckets]
+  args = (q_BxTxHxK, cache_k, cache_v, k_BxNxTxK, v_BxNxTxK, start_B)
+  return jax.lax.switch(index, branches, *args)
+
+
 class Attention(nn.Module):
-  """Grouped-query attention that appends its keys/values to a per-row KV cache."""
+  """Grouped-query attention over a per-row KV cache and the new tokens.
+
+  Returns (output, (keys, values)): with `write` the cache with the new entries written at
+  each row's `start_B`, without it the new entries alone ([B, N, T, K]) for the caller to
+  write.
+  """
 
   num_heads: int
   num_kv_heads: int
@@ -170,7 +219,7 @@ class Attention(nn.Module):
   dtype: str
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, cache_kv, start_B):
+  def __call__(self, x_BxTxD, positions_BxT, cache_kv, start_B, write: bool = True):
     d = x_BxTxD.shape[-1]
     h, n, k = self.num_heads, self.num_kv_heads, self.head_dim
     wq = _param(self, "q_proj", (d, h, k), ("embed", "heads", "head_dim"))
@@ -192,12 +241,21 @@ class Attention(nn.Module):
       keys, values = k_new, v_new
       mask = attention_mask(start_B, x_BxTxD.shape[1], keys.shape[2], self.window)
       out_BxTxHxK = attend(q, keys, values, mask, self.scale, self.softcap)
-    else:
+    elif write:
       keys = write_rows(cache_kv[0], k_new, start_B)
       values = write_rows(cache_kv[1], v_new, start_B)
       out_BxTxHxK = attend_cache_prefix(
         q, keys, values, start_B, self.window, self.scale, self.softcap
       )
+    else:
+      # Two forms, each where XLA keeps the cache in place: write-then-read when the forward
+      # runs in straight-line code (a read of the cache before an in-place write in the same
+      # computation made XLA copy it), read-only when it runs inside a conditional and the
+      # caller writes after (a write inside the conditional made XLA copy it instead).
+      out_BxTxHxK = attend_cache_and_block(
+        q, *cache_kv, k_new, v_new, start_B, self.window, self.scale, self.softcap
+      )
+      keys, values = k_new, v_new
     out = jnp.einsum("bthk,hkd->btd", out_BxTxHxK, wo.astype(dt))
     return out, (keys, values)
 

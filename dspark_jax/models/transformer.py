@@ -21,7 +21,10 @@ class ForwardOutput(NamedTuple):
   logits: jax.Array  # [B, T, V] float32
   features: jax.Array | None  # [B, T, m*D]: requested layers' raw outputs, concatenated
   hidden: jax.Array  # [B, T, D]: final-normed hidden state (the LM head's input)
-  cache: KVCache | None  # lengths advanced by T
+  cache: KVCache | None  # lengths advanced by T (the input cache when the write is deferred)
+  # With forward(..., write_cache=False): per layer the new tokens' (keys, values) [B, N, T, K],
+  # for `KVCache.write_entries` to write after whatever conditional the forward ran in.
+  new_entries: tuple | None = None
 
 
 class Block(nn.Module):
@@ -29,7 +32,7 @@ class Block(nn.Module):
   layer: int
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, cache_kv, start_B):
+  def __call__(self, x_BxTxD, positions_BxT, cache_kv, start_B, write=True):
     c = self.config
     offset = 1.0 if c.gemma_style else 0.0
     norm = lambda name: RMSNorm(c.rms_eps, offset, c.dtype, name=name)
@@ -52,7 +55,7 @@ class Block(nn.Module):
     mlp = GatedMLP(
       c.intermediate_size, "gelu_tanh" if c.gemma_style else "silu", c.dtype, name="mlp"
     )
-    attn_out, new_kv = attn(norm("input_norm")(x_BxTxD), positions_BxT, cache_kv, start_B)
+    attn_out, new_kv = attn(norm("input_norm")(x_BxTxD), positions_BxT, cache_kv, start_B, write)
     if c.gemma_style:
       attn_out = norm("post_attn_norm")(attn_out)
     x_BxTxD = x_BxTxD + attn_out
@@ -66,7 +69,9 @@ class Transformer(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT, cache: KVCache | None, feature_layers=()):
+  def __call__(
+    self, tokens_BxT, positions_BxT, cache: KVCache | None, feature_layers=(), write=True
+  ):
     c = self.config
     embedding_VxD = _param(self, "embedding", (c.vocab_size, c.hidden_size), ("vocab", "embed"))
     x = jnp.take(embedding_VxD, tokens_BxT, axis=0).astype(c.dtype)
@@ -79,7 +84,7 @@ class Transformer(nn.Module):
     keys, values = [], []
     for i in range(c.num_layers):
       kv = None if cache is None else (cache.keys[i], cache.values[i])
-      x, (k, v) = Block(c, i, name=f"layers_{i}")(x, positions_BxT, kv, start_B)
+      x, (k, v) = Block(c, i, name=f"layers_{i}")(x, positions_BxT, kv, start_B, write)
       keys.append(k)
       values.append(v)
       if i in feature_layers:
@@ -98,9 +103,11 @@ class Transformer(nn.Module):
     features = None
     if feature_layers:
       features = jnp.concatenate([outputs[i] for i in feature_layers], axis=-1)
-    new_cache = None
-    if cache is not None:
-      new_cache = KVCache(tuple(keys), tuple(values), cache.lengths + tokens_BxT.shape[1])
+    if cache is None:
+      return ForwardOutput(logits, features, hidden, None)
+    if not write:
+      return ForwardOutput(logits, features, hidden, cache, tuple(zip(keys, values, strict=True)))
+    new_cache = KVCache(tuple(keys), tuple(values), cache.lengths + tokens_BxT.shape[1])
     return ForwardOutput(logits, features, hidden, new_cache)
 
 
@@ -123,6 +130,7 @@ def forward(
   *,
   config: ModelConfig,
   feature_layers=(),
+  write_cache: bool = True,
 ) -> ForwardOutput:
   """One pass of the target over T new tokens per row.
 
@@ -134,9 +142,13 @@ def forward(
       a plain causal forward over the tokens alone.
     config: the model config (static).
     feature_layers: layer ids whose outputs to return; -1 is the embedding output.
+    write_cache: False leaves the cache as it is and returns the new entries instead
+      (`ForwardOutput.new_entries`, written with `KVCache.write_entries`); same outputs.
   """
   layers = check_feature_layers(config, feature_layers)
-  return Transformer(config).apply({"params": params}, tokens_BxT, positions_BxT, cache, layers)
+  return Transformer(config).apply(
+    {"params": params}, tokens_BxT, positions_BxT, cache, layers, write_cache
+  )
 
 
 def _abstract_variables(config: ModelConfig):
@@ -162,4 +174,4 @@ def param_shapes(config: ModelConfig):
 
 
 # The jitted forward (config and feature layers static). Prefer it outside larger jitted code.
-forward_jit = jax.jit(forward, static_argnames=("config", "feature_layers"))
+forward_jit = jax.jit(forward, static_argnames=("config", "feature_layers", "write_cache"))
