@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 from timing import timed  # experiments/timing.py (this folder is on sys.path)
 
+from dspark_jax.decoding.profile import forward_steps_fn as forward_step_fn
+
 # (capacity, valid slots): the short-answer case at three capacities, and a long answer.
 CACHE_SETTINGS = ((448, 120), (1024, 120), (4096, 120), (1024, 900), (4096, 900))
 STEPS_PER_CALL = 8  # forward steps per timed loop call (the per-step time is the quotient)
@@ -89,28 +91,6 @@ def timed_carry(fn, params, tokens, cache, valid, repeats: int) -> float:
     jax.block_until_ready(acc)
     times.append((time.perf_counter() - start) * 1e3)
   return statistics.median(times)
-
-
-def forward_step_fn(config, steps: int):
-  """(params, tokens [B, T], cache, valid) -> (cache, logits sum) after `steps` forwards; the
-  cache is donated and carried, so every write is in place as in the decode loops."""
-  from dspark_jax.models.transformer import forward
-
-  def run(params, tokens, cache, valid_B):
-    t = tokens.shape[1]
-
-    def body(i, carry):
-      # Lengths, positions and tokens move with the step, as in decoding: nothing of the step
-      # can be hoisted out of the loop. The valid length alternates between L and L + 1.
-      cache, acc = carry
-      lengths = valid_B + i % 2
-      positions = lengths[:, None] + jnp.arange(t)[None]
-      out = forward(params, tokens + i % 2, positions, cache.with_lengths(lengths), config=config)
-      return out.cache, acc + out.logits[:, -1, 0].sum()
-
-    return jax.lax.fori_loop(0, steps, body, (cache, jnp.float32(0)))
-
-  return jax.jit(run, donate_argnums=2)
 
 
 def bench_target(model, params, batches, ts, repeats) -> list[dict]:

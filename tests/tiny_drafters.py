@@ -41,3 +41,18 @@ def random_drafter(kind: str, target_config, target_params, seed: int = 0, **ove
   params = drafter.init_params(jax.random.key(seed), target_params)
   params["trainable"] = randomize(params["trainable"], seed)
   return drafter, params
+
+
+def propose_args(drafter, dparams, config, params, sampling, seed: int = 5):
+  """Arguments of `drafter.propose` for 2 random rows of 12 and 9 context tokens (the
+  drafter's state built from the target's real features of those tokens)."""
+  import jax.numpy as jnp
+
+  from dspark_jax.models.transformer import forward
+
+  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, config.vocab_size)
+  positions = jnp.arange(12)[None].repeat(2, 0)
+  feats = forward(params, tokens, positions, config=config, feature_layers=drafter.feature_layers)
+  lens = jnp.array([12, 9])
+  state = drafter.init_state(dparams, feats.features, tokens, lens, 40)
+  return (dparams, state, tokens[:, 8], lens - 1, sampling, jnp.uint32(seed), jnp.arange(2))

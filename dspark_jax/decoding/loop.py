@@ -240,9 +240,10 @@ def spec_decode(
 
       return run
 
-    if len(widths) == 1:  # no switch: the forward writes its own entries
+    if len(widths) == 1:  # Fixed(0): no switch, the forward writes its own entries
       out = score(block[:, :1], positions[:, :1], s.cache, write_cache=True)
-      logits, features, cache = out.logits, out.features, out.cache
+      widen = lambda x: None if x is None else jnp.repeat(x, g + 1, axis=1)
+      logits, features, cache = widen(out.logits), widen(out.features), out.cache
     else:
       needed = 1 + jnp.max(jnp.where(active, lengths, 0))
       index = jnp.minimum(scheduler.width_index(widths, needed), len(widths) - 1)

@@ -271,3 +271,14 @@ def test_one_compile_per_policy_and_shape():
   assert loops() == size
   run(PROMPTS[:2], scheduler.Async(COST))
   assert loops() == size + 1
+
+
+def test_fixed_zero_is_plain_decoding():
+  config, params = tiny_model("llama", scale=5.0)
+  drafter, dparams = random_drafter("dspark-markov", config, params, **SMALL)
+  plain = generate(params, config, PROMPTS, GenerateConfig(12)).tokens
+  got = speculative_generate(
+    params, config, drafter, dparams, PROMPTS, SpecConfig(12), schedule=scheduler.Fixed(0)
+  )
+  assert got.tokens == plain
+  assert got.admitted.sum() == 0 and got.mean_accepted_length == 1.0

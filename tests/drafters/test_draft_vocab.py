@@ -13,10 +13,9 @@ from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.drafters import draft_vocab
 from dspark_jax.io.deepspec import load_drafter, save_drafter
 from dspark_jax.io.hf import CheckpointError
-from dspark_jax.models.transformer import forward
 from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
 from tests.tiny import tiny_model
-from tests.tiny_drafters import random_drafter
+from tests.tiny_drafters import propose_args, random_drafter
 
 PROMPTS = [[5, 9, 2, 33, 7, 1, 60, 5, 9, 2], [11, 4], [8, 8, 8, 20, 3, 8, 8], [1, 2, 3, 1, 2]]
 SMALL = {"num_layers": 1, "target_layer_ids": (-1, 0)}
@@ -41,19 +40,8 @@ def _restricted(kind, config, params, ids, seed=0, **overrides):
   return (full, fparams), draft_vocab.restrict(full, fparams, ids)
 
 
-def _proposals(drafter, dparams, config, params, sampling, seed=5):
-  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, config.vocab_size)
-  features = forward(
-    params,
-    tokens,
-    jnp.arange(12)[None].repeat(2, 0),
-    config=config,
-    feature_layers=drafter.feature_layers,
-  ).features
-  lens = jnp.array([12, 9])
-  state = drafter.init_state(dparams, features, tokens, lens, 40)
-  args = (dparams, state, tokens[:, 8], lens - 1, sampling, jnp.uint32(seed), jnp.arange(2))
-  return drafter.propose(*args)[0]
+def _proposals(drafter, dparams, config, params, sampling):
+  return drafter.propose(*propose_args(drafter, dparams, config, params, sampling))[0]
 
 
 @pytest.mark.parametrize("kind", ["dspark-rnn", "eagle3"])

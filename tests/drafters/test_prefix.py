@@ -10,7 +10,7 @@ from dspark_jax.drafters.ngram import NgramDrafter
 from dspark_jax.drafters.prefix import PrefixDrafter
 from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
 from tests.tiny import tiny_model
-from tests.tiny_drafters import random_drafter
+from tests.tiny_drafters import propose_args, random_drafter
 
 PROMPTS = [[5, 9, 2, 33, 7, 1, 60, 5, 9, 2], [11, 4], [8, 8, 8, 20, 3, 8, 8], [1, 2, 3, 1, 2]]
 SMALL = {"num_layers": 1, "target_layer_ids": (-1, 0)}
@@ -79,24 +79,9 @@ def test_output_distribution_is_the_target_distribution(kind):
 @pytest.mark.parametrize("kind", ["dspark-markov", "dspark-rnn", "dflash"])
 def test_propose_prefix_equals_the_full_proposals_first_slots(kind):
   """Block drafters draft only the kept slots; sampled tokens, logits, confidences unchanged."""
-  import jax
-  import jax.numpy as jnp
-
-  from dspark_jax.models.transformer import forward
-
   config, params = tiny_model("llama", scale=5.0)
   drafter, dparams = random_drafter(kind, config, params, **SMALL)
-  tokens = jax.random.randint(jax.random.key(1), (2, 12), 0, config.vocab_size)
-  features = forward(
-    params,
-    tokens,
-    jnp.arange(12)[None].repeat(2, 0),
-    config=config,
-    feature_layers=drafter.feature_layers,
-  ).features
-  lens = jnp.array([12, 9])
-  state = drafter.init_state(dparams, features, tokens, lens, 40)
-  args = (dparams, state, tokens[:, 8], lens - 1, SamplingParams(0.9), jnp.uint32(5), jnp.arange(2))
+  args = propose_args(drafter, dparams, config, params, SamplingParams(0.9))
   full, _ = drafter.propose(*args)
   for g in (1, 3):
     cut, _ = PrefixDrafter(drafter, g).propose(*args)
