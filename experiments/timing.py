@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
-import jax
+from dspark_jax.decoding.profile import median_seconds
 
 
 def timed(fn, *args, repeats: int) -> float:
   """Median milliseconds of fn(*args) (blocked until ready), after one warm-up call."""
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append((time.perf_counter() - start) * 1e3)
-  return statistics.median(times)
+  return median_seconds(lambda: fn(*args), repeats) * 1e3

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dspark_jax.config import ModelConfig
-from dspark_jax.drafters.shared import frozen_parts, lm_logits
+from dspark_jax.drafters.shared import finish_logits, frozen_parts, lm_logits
 
 
 def check_draft_ids(ids, vocab_size: int) -> np.ndarray:
@@ -103,11 +103,7 @@ def draft_logits(frozen: dict, hidden: jax.Array, target: ModelConfig) -> jax.Ar
   when the drafter has none)."""
   if "draft_head" not in frozen:
     return lm_logits(frozen, hidden, target)
-  logits = (hidden @ frozen["draft_head"].astype(hidden.dtype)).astype(jnp.float32)
-  if target.final_logit_softcap is not None:
-    cap = target.final_logit_softcap
-    logits = jnp.tanh(logits / cap) * cap
-  return logits
+  return finish_logits(hidden @ frozen["draft_head"].astype(hidden.dtype), target)
 
 
 def to_target_vocab(frozen: dict, logits_N: jax.Array, vocab_size: int) -> jax.Array:
@@ -133,11 +129,8 @@ def restrict(drafter, params, draft_ids):
   config = dataclasses.replace(drafter.config, draft_vocab_size=int(ids.size))
   new = type(drafter)(config, target)
   trainable = slice_trainable(params["trainable"], ids)
-  frozen = dict(params["frozen"])
-  frozen_target = {"embedding": frozen["embedding"]}
-  if "lm_head" in frozen:
-    frozen_target["lm_head"] = frozen["lm_head"]
-  return new, {"trainable": trainable, "frozen": draft_frozen(frozen_target, target, ids)}
+  # The frozen parts hold the target's embedding (and LM head) under the target's own names.
+  return new, {"trainable": trainable, "frozen": draft_frozen(params["frozen"], target, ids)}
 
 
 def slice_trainable(trainable, ids: np.ndarray):

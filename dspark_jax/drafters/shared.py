@@ -35,6 +35,11 @@ def lm_logits(frozen: dict, hidden: jax.Array, target: ModelConfig) -> jax.Array
     logits = jnp.einsum("...d,vd->...v", hidden, frozen["embedding"].astype(hidden.dtype))
   else:
     logits = hidden @ frozen["lm_head"].astype(hidden.dtype)
+  return finish_logits(logits, target)
+
+
+def finish_logits(logits: jax.Array, target: ModelConfig) -> jax.Array:
+  """LM-head outputs as the target's float32 logits (its final soft-cap applied, if any)."""
   logits = logits.astype(jnp.float32)
   if target.final_logit_softcap is not None:
     cap = target.final_logit_softcap

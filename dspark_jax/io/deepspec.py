@@ -262,9 +262,9 @@ def deepspec_config(drafter) -> dict[str, Any]:
     "use_sliding_window": False,
     "vocab_size": t.vocab_size,
   }
+  if c.draft_vocab_size:
+    cfg["draft_vocab_size"] = c.draft_vocab_size
   if c.kind == "eagle3":
-    if c.draft_vocab_size:
-      cfg["draft_vocab_size"] = c.draft_vocab_size
     cfg |= {
       "block_size": c.block_size,  # ours: tokens per proposal (DeepSpec's eval sets it per run)
       "draft_num_hidden_layers": c.num_layers,
@@ -291,8 +291,6 @@ def deepspec_config(drafter) -> dict[str, Any]:
     )
   if c.confidence_head:
     cfg["confidence_head_with_markov"] = c.confidence_with_markov
-  if c.draft_vocab_size:
-    cfg["draft_vocab_size"] = c.draft_vocab_size
   return dict(sorted(cfg.items()))
 
 
