@@ -9,6 +9,7 @@ humaneval, mt-bench), chat template applied. For each batch size, temperature an
 system decodes the same prompts back to back, in a rotating order per batch (at batch 1, one
 prompt per call; at batch B, B prompts per call):
   plain        `decoding.generate` (no drafter)
+  fixed-0      the speculative loop with no drafting at all: what plain rounds cost inside it
   fixed-7      every drafted slot verified (the loop's default)
   fixed-1      one slot per round (MTP-1-like)
   threshold    leading slots with c_k >= --threshold
@@ -33,7 +34,7 @@ import jax
 import numpy as np
 
 DOMAINS = {"math": "gsm8k", "code": "humaneval", "chat": "mt-bench"}
-SYSTEMS = ("plain", "fixed-7", "fixed-1", "threshold", "alg1", "async")
+SYSTEMS = ("plain", "fixed-0", "fixed-7", "fixed-1", "threshold", "alg1", "async")
 CAPACITY = 1024  # one cache size for every call, so each system compiles once per batch size
 
 
@@ -86,6 +87,7 @@ def main(argv=None) -> int:
     )
     print(f"batch {b}: costs {'measured, saved to' if measured else 'from'} {path}", flush=True)
     policies = {
+      "fixed-0": scheduler.Fixed(0),
       "fixed-7": None,
       "fixed-1": scheduler.Fixed(1),
       "threshold": scheduler.Threshold(args.threshold),

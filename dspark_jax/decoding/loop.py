@@ -174,7 +174,8 @@ def spec_decode(
   g = drafter.draft_len
   policy = scheduler.Fixed(g) if schedule is None else schedule
   widths = _widths_of(policy, g)
-  can_skip = policy.gated and getattr(
+  never_drafts = isinstance(policy, scheduler.Fixed) and policy.k == 0
+  can_skip = (policy.gated or never_drafts) and getattr(
     getattr(drafter, "inner", drafter), "stateless_propose", False
   )
 
@@ -253,16 +254,17 @@ def spec_decode(
       # The cache is written here, outside the switch, so XLA updates it in place (G + 1
       # entries; those past a row's new length are rolled back below and never read).
       cache = s.cache.write_entries(entries)
-    num_acc, next_token = verify(
-      logits,
-      proposal.tokens,
-      proposal.logits,
-      lengths,
-      spec.sampling,
-      s.seed,
-      s.request_ids,
-      anchor_pos + 1,
-    )
+    keys = (spec.sampling, s.seed, s.request_ids, anchor_pos + 1)
+    verify_drafts = lambda: verify(logits, proposal.tokens, proposal.logits, lengths, *keys)
+    if can_skip:
+      # A plain round verifies nothing: only the anchor's logits are read (the same draw as
+      # verifying 0 drafts), not G + 1 padded slots and G skipped proposals.
+      no_drafts = lambda: verify(
+        logits[:, :1], proposal.tokens[:, :0], proposal.logits[:, :0], lengths, *keys
+      )
+      num_acc, next_token = jax.lax.cond(drafted, verify_drafts, no_drafts)
+    else:
+      num_acc, next_token = verify_drafts()
     draft_state = drafter.commit(draft_params, draft_state, proposal, s.anchor, features, num_acc)
     sched = scheduler.advance(policy, s.schedule, drafted, confidence, planned, active.sum())
 

@@ -72,6 +72,10 @@ def verify(
     first rejection, or the bonus token).
   """
   b, g = draft_tokens_BxG.shape
+  if g == 0:
+    return _next_after_no_drafts(
+      target_logits_BxG1xV[:, 0], sampling, seed, request_ids_B, first_position_B
+    )
   admitted = jnp.arange(g)[None, :] < lengths_B[:, None]
   if sampling.greedy:
     target_best = jnp.argmax(target_logits_BxG1xV, axis=-1).astype(jnp.int32)
@@ -86,11 +90,7 @@ def verify(
   uniforms = jax.vmap(jax.vmap(jax.random.uniform))(
     slot_keys(seed, request_ids_B, first_position_B, g, ACCEPT_STREAM)
   )
-  # One Gumbel vector per (request, round) for the final draw, keyed by the round's first draft
-  # position (unique per round since positions only grow), so it is fixed before acceptance.
-  keys = token_keys(seed, request_ids_B, first_position_B)
-  keys = jax.vmap(lambda key: jax.random.fold_in(key, RESAMPLE_STREAM))(keys)
-  gumbel = jax.vmap(lambda key: jax.random.gumbel(key, (v,)))(keys)
+  gumbel = _final_gumbel(seed, request_ids_B, first_position_B, v)
   pad_slot = lambda x, value: jnp.concatenate([x, jnp.full_like(x[:, :1], value)], axis=1).reshape(
     b * (g + 1), *x.shape[2:]
   )
@@ -105,3 +105,22 @@ def verify(
     max_len=g,
     temperature=1.0,
   )
+
+
+def _final_gumbel(seed, request_ids_B, first_position_B, vocab: int) -> jax.Array:
+  """[B, V] Gumbel noise of the round's final draw (replacement or bonus), keyed by the round's
+  first draft position (unique per round since positions only grow): fixed before acceptance."""
+  keys = token_keys(seed, request_ids_B, first_position_B)
+  keys = jax.vmap(lambda key: jax.random.fold_in(key, RESAMPLE_STREAM))(keys)
+  return jax.vmap(lambda key: jax.random.gumbel(key, (vocab,)))(keys)
+
+
+def _next_after_no_drafts(target_logits_BxV, sampling, seed, request_ids_B, first_position_B):
+  """A round that verifies nothing (a plain step): the bonus draw from the target alone, the
+  same token `verify` draws when every row's length is 0, without the G draft slots' work."""
+  b = target_logits_BxV.shape[0]
+  if sampling.greedy:
+    return jnp.zeros(b, jnp.int32), jnp.argmax(target_logits_BxV, axis=-1).astype(jnp.int32)
+  target = jax.nn.log_softmax(filter_logits(target_logits_BxV, sampling), axis=-1)
+  gumbel = _final_gumbel(seed, request_ids_B, first_position_B, target.shape[-1])
+  return jnp.zeros(b, jnp.int32), jnp.argmax(target + gumbel, axis=-1).astype(jnp.int32)

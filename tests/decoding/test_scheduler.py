@@ -165,7 +165,9 @@ def test_appendix_a_retrospective_search_biases_the_output_and_algorithm1_does_n
 # --- the scheduled decode loop -------------------------------------------------------------
 
 PROMPTS = [[5, 9, 2, 33, 7, 1, 60, 5, 9, 2], [11, 4], [8, 8, 8, 20, 3, 8, 8], [1, 2, 3, 1, 2]]
-SMALL = {"num_layers": 1, "target_layer_ids": (-1, 0)}
+# G = 2 (widths 1, 2, 3): every policy still chooses among several widths, and each loop
+# compiles 3 forwards instead of 4.
+SMALL = {"num_layers": 1, "target_layer_ids": (-1, 0), "block_size": 3}
 POLICIES = [
   scheduler.Fixed(1),
   scheduler.Threshold(0.4),

@@ -101,3 +101,23 @@ def test_the_test_catches_a_wrong_residual():
   samples = one_step_first_tokens(resample_from_target, p_target, draft_logits, sampling, 40000)
   stat, dof = chi2(samples, np.asarray(p_target))
   assert stat > CHI2_1E4[dof]
+
+
+@pytest.mark.parametrize(
+  "sampling", [SamplingParams(), SamplingParams(1.0), SamplingParams(0.8, top_k=5, top_p=0.9)]
+)
+def test_a_round_without_drafts_draws_what_verifying_zero_drafts_draws(sampling):
+  """The decode loop's plain rounds call `verify` with G = 0 (only the anchor's logits); that
+  must be the very draw of a G-slot verification whose lengths are all 0."""
+  rng = np.random.default_rng(3)
+  b, g, v = 64, 4, 23
+  target = jnp.asarray(rng.normal(size=(b, g + 1, v)).astype(np.float32) * 2)
+  drafts = jnp.asarray(rng.integers(0, v, (b, g)).astype(np.int32))
+  draft_logits = jnp.asarray(rng.normal(size=(b, g, v)).astype(np.float32))
+  keys = (sampling, jnp.uint32(9), jnp.arange(b, dtype=jnp.uint32), jnp.arange(b) % 7 + 3)
+  zeros = jnp.zeros(b, jnp.int32)
+  num, nxt = verify(target, drafts, draft_logits, zeros, *keys)
+  num0, nxt0 = verify(target[:, :1], drafts[:, :0], draft_logits[:, :0], zeros, *keys)
+  assert num0.tolist() == num.tolist() == [0] * b
+  assert nxt0.tolist() == nxt.tolist()
+  assert len(set(nxt.tolist())) > 3  # the draws really vary across rows
