@@ -60,7 +60,9 @@ def verify(
   Args:
     target_logits_BxG1xV: target logits at the anchor and after each draft token; slot k
       predicts the token at position first_position + k.
-    draft_tokens_BxG: the proposed tokens (slot k at position first_position + k).
+    draft_tokens_BxG: the proposed tokens (slot k at position first_position + k). G = 0 is a
+      round without drafts (the decode loop's plain rounds): only the anchor's logits are read,
+      and the draw is the one a G-slot verification makes when every length is 0.
     draft_logits_BxGxV: the raw logits each draft token was sampled from (before filtering;
       one-hot drafters give 0 at the token and -inf elsewhere).
     lengths_B: how many leading draft tokens are admitted for verification (0..G).

@@ -37,18 +37,18 @@ def test_greedy_speculative_output_equals_plain_on_benchmark_prompts():
   model = load_model("smollm2-135m")
   params = jax.device_put(model.params)
   tok = model.tokenizer
-  texts = eval_prompts({"gsm8k": 3, "humaneval": 3, "mt-bench": 3})
+  texts = eval_prompts({"gsm8k": 2, "humaneval": 2, "mt-bench": 2})
   prompts = [tok.encode_chat([{"role": "user", "content": t}]) for t in texts]
-  assert len(prompts) == 9
+  assert len(prompts) == 6
   # One batch of rows of different lengths: one compile per loop instead of one per batch.
-  plain = generate(params, model.config, prompts, GenerateConfig(40, stop_ids=tok.stop_ids))
+  plain = generate(params, model.config, prompts, GenerateConfig(32, stop_ids=tok.stop_ids))
   drafters = {
     "ngram": (NgramDrafter(4, model.config.vocab_size), None),
     "dspark": load_drafter(DSPARK, model.config, params),
   }
   for name, (drafter, draft_params) in drafters.items():
     spec = speculative_generate(
-      params, model.config, drafter, draft_params, prompts, SpecConfig(40, stop_ids=tok.stop_ids)
+      params, model.config, drafter, draft_params, prompts, SpecConfig(32, stop_ids=tok.stop_ids)
     )
     assert spec.tokens == plain.tokens, name
     # The drafter must actually have been used: more than one token per round on average.
