@@ -61,9 +61,8 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default="results/bench_schedule.json")
   args = parser.parse_args(argv)
 
-  from dspark_jax.decoding import generate as gen_module
   from dspark_jax.decoding import profile, scheduler
-  from dspark_jax.decoding.generate import GenerateConfig, generate
+  from dspark_jax.decoding.generate import GenerateConfig, clear_compiled, generate
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
   from dspark_jax.decoding.sampling import SamplingParams
   from dspark_jax.io.deepspec import load_drafter
@@ -99,8 +98,7 @@ def main(argv=None) -> int:
       # Every (batch, temperature) compiles its own loops; dropping the previous ones keeps the
       # process's JIT memory bounded (one run holding about 30 compiled loops died in LLVM's
       # "Unable to allocate section memory").
-      gen_module._COMPILED.clear()
-      jax.clear_caches()
+      clear_compiled()
       sampling = SamplingParams(temp)
       spec = SpecConfig(
         args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0

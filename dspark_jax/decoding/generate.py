@@ -171,6 +171,14 @@ def _signature(tree):
   )
 
 
+def clear_compiled() -> None:
+  """Drops every executable compiled so far (plain and speculative loops, and JAX's own
+  caches). A long benchmark that compiles many loops calls it between settings so one
+  process's JIT memory stays bounded."""
+  _COMPILED.clear()
+  jax.clear_caches()
+
+
 def _compile(fn, *args, **static):
   """AOT-compiles `fn` for these arguments once per process; returns (executable, seconds).
 

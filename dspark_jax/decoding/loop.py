@@ -174,8 +174,7 @@ def spec_decode(
   g = drafter.draft_len
   policy = scheduler.Fixed(g) if schedule is None else schedule
   widths = _widths_of(policy, g)
-  never_drafts = isinstance(policy, scheduler.Fixed) and policy.k == 0
-  can_skip = (policy.gated or never_drafts) and getattr(
+  can_skip = scheduler.may_skip_drafting(policy) and getattr(
     getattr(drafter, "inner", drafter), "stateless_propose", False
   )
 

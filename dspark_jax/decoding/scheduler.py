@@ -231,6 +231,12 @@ class Async:
 POLICIES = ("fixed", "threshold", "alg1", "async")
 
 
+def may_skip_drafting(policy) -> bool:
+  """Whether a policy ever runs a round without a proposal (static): the cost-aware ones, and
+  Fixed(0), which is plain decoding."""
+  return policy.gated or (isinstance(policy, Fixed) and policy.k == 0)
+
+
 def should_draft(policy, state: ScheduleState) -> jax.Array:
   """Whether this round drafts: always for ungated policies; for cost-aware ones, unless the
   last drafted round planned less throughput than a plain step, in which case plain rounds run
