@@ -94,6 +94,7 @@ def run_train(args) -> int:
     )
   else:
     inputs["samples"] = _samples(config)
+  draft_ids = _draft_ids(drafter, model, **inputs)
   result = train(
     config,
     drafter,
@@ -101,6 +102,7 @@ def run_train(args) -> int:
     params,
     progress=not args.no_progress,
     stop_at=args.stop_at,
+    draft_ids=draft_ids,
     **inputs,
   )
   if result["steps"] < result["total_steps"]:
@@ -123,3 +125,25 @@ def run_train(args) -> int:
     file=sys.stderr,
   )
   return 0
+
+
+def _draft_ids(drafter, model, samples=None, cache=None):
+  """A reduced draft vocabulary's ids: the most frequent tokens of the training answers, the
+  target's stop tokens always among them (without them no proposal could end an answer).
+  None when the drafter proposes from the whole vocabulary."""
+  n = drafter.config.draft_vocab_size
+  if not n:
+    return None
+  from dspark_jax.drafters.draft_vocab import coverage, most_frequent_ids
+
+  if cache is not None:
+    answers = cache.answer_tokens()
+  else:
+    answers = [[t for t, m in zip(s.tokens, s.loss_mask, strict=True) if m] for s in samples]
+  ids = most_frequent_ids(answers, n, model.config.vocab_size, always=model.tokenizer.stop_ids)
+  print(
+    f"draft vocabulary: {n} of {model.config.vocab_size} tokens, covering "
+    f"{coverage(ids, answers):.2%} of the training answers' tokens",
+    file=sys.stderr,
+  )
+  return ids

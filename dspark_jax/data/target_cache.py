@@ -2,9 +2,12 @@
 
 Per token of every training sample (prompt + regenerated response): the input id, the loss mask
 (1 on the response, which ends with the end-of-turn token when the answer finished), the chosen
-target layers' raw outputs [m * D] and the final-normed hidden state [D], both bfloat16. Tokens
-of all samples lie on one flat axis; `offsets[i]:offsets[i+1]` is sample i. Target logits are
-never stored: the trainer recomputes them from the hidden state through the frozen LM head.
+target layers' raw outputs [m * D] and the final-normed hidden state [D], both bfloat16, and the
+log-sum-exp of the target's logits over the vocabulary (float32, computed from the stored
+bfloat16 hidden state). Tokens of all samples lie on one flat axis; `offsets[i]:offsets[i+1]`
+is sample i. Target logits are never stored: the trainer recomputes them from the hidden state
+through the frozen LM head, and a drafter with a reduced draft vocabulary of N tokens needs
+only N of them per prediction, the stored log-sum-exp giving their normaliser.
 
 Writing goes in chunks of samples; after each chunk the manifest (samples and tokens done) is
 replaced atomically, so a killed writer resumes at the last committed chunk and rewrites the
@@ -28,9 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from dspark_jax.config import ModelConfig
+from dspark_jax.drafters.shared import frozen_parts, lm_logits
 from dspark_jax.models.transformer import forward
 
-FORMAT_VERSION = 1
+# 2 added `target_lse`; version-1 caches (without it) still open, and train as before.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 STORE_DTYPE = "bfloat16"
 
 
@@ -65,8 +71,8 @@ def samples_from_regenerated(rows: Sequence[dict], max_len: int) -> list[Sample]
 
 
 def bytes_per_token(config: ModelConfig, num_layers: int) -> int:
-  """(m + 1) * D bfloat16 values, an int32 id and a uint8 mask."""
-  return (num_layers + 1) * config.hidden_size * 2 + 4 + 1
+  """(m + 1) * D bfloat16 values, an int32 id, a uint8 mask and a float32 log-sum-exp."""
+  return (num_layers + 1) * config.hidden_size * 2 + 4 + 1 + 4
 
 
 def estimate_bytes(samples: Sequence[Sample], config: ModelConfig, layer_ids) -> int:
@@ -83,6 +89,16 @@ def online_features(params, tokens_BxT, config: ModelConfig, layer_ids):
 online_features_jit = jax.jit(online_features, static_argnames=("config", "layer_ids"))
 
 
+def target_lse(params, hidden_BxTxD, config: ModelConfig) -> jax.Array:
+  """float32 [B, T]: log-sum-exp of the target's logits recomputed from (bfloat16) hidden
+  states, exactly as the trainer recomputes the logits themselves."""
+  logits = lm_logits(frozen_parts(params, config), hidden_BxTxD.astype(jnp.float32), config)
+  return jax.nn.logsumexp(logits, axis=-1)
+
+
+target_lse_jit = jax.jit(target_lse, static_argnames=("config",))
+
+
 def _spec(path: Path, shape, dtype: str, chunk0: int):
   return {
     "driver": "zarr",
@@ -92,10 +108,12 @@ def _spec(path: Path, shape, dtype: str, chunk0: int):
 
 
 def _zarr(dtype: str) -> str:
-  return {"bfloat16": "bfloat16", "int32": "<i4", "uint8": "|u1"}[dtype]
+  return {"bfloat16": "bfloat16", "int32": "<i4", "uint8": "|u1", "float32": "<f4"}[dtype]
 
 
-def _arrays(folder: Path, capacity: int, config: ModelConfig, m: int, create: bool):
+def _arrays(
+  folder: Path, capacity: int, config: ModelConfig, m: int, create: bool, version=FORMAT_VERSION
+):
   import tensorstore as ts
 
   d = config.hidden_size
@@ -106,6 +124,8 @@ def _arrays(folder: Path, capacity: int, config: ModelConfig, m: int, create: bo
     "features": ((capacity, m * d), STORE_DTYPE),
     "hidden": ((capacity, d), STORE_DTYPE),
   }
+  if version >= 2:
+    layout["target_lse"] = ((capacity,), "float32")
   opened = {}
   for name, (shape, dtype) in layout.items():
     spec = _spec(folder / name, shape, dtype, chunk)
@@ -182,13 +202,16 @@ def build_cache(
     for j, s in enumerate(batch):
       tokens[j, : len(s.tokens)] = s.tokens
     feats, hidden = online_features_jit(params, tokens, config, layer_ids)
+    lse = np.asarray(target_lse_jit(params, hidden, config))
     feats, hidden = np.asarray(feats), np.asarray(hidden)
     lo, hi = int(offsets[first]), int(offsets[first + len(batch)])
     ids = np.concatenate([np.asarray(s.tokens, np.int32) for s in batch])
     mask = np.concatenate([np.asarray(s.loss_mask, np.uint8) for s in batch])
     f_rows = np.concatenate([feats[j, : len(s.tokens)] for j, s in enumerate(batch)])
     h_rows = np.concatenate([hidden[j, : len(s.tokens)] for j, s in enumerate(batch)])
+    lse_rows = np.concatenate([lse[j, : len(s.tokens)] for j, s in enumerate(batch)])
     writes = [
+      arrays["target_lse"][lo:hi].write(lse_rows),
       arrays["input_ids"][lo:hi].write(ids),
       arrays["loss_mask"][lo:hi].write(mask),
       arrays["features"][lo:hi].write(f_rows),
@@ -216,10 +239,19 @@ class TargetCache:
   def num_samples(self) -> int:
     return self.manifest["num_samples"]
 
-  def sample(self, i: int) -> dict[str, np.ndarray]:
-    """input_ids [T], loss_mask [T], features [T, m*D], hidden [T, D] of sample i."""
+  def sample(self, i: int, names=None) -> dict[str, np.ndarray]:
+    """input_ids [T], loss_mask [T], features [T, m*D], hidden [T, D] and (version 2)
+    target_lse [T] of sample i; `names`: only these arrays."""
     lo, hi = self.manifest["offsets"][i], self.manifest["offsets"][i + 1]
-    return {name: np.asarray(arr[lo:hi].read().result()) for name, arr in self.arrays.items()}
+    names = self.arrays if names is None else names
+    return {name: np.asarray(self.arrays[name][lo:hi].read().result()) for name in names}
+
+  def answer_tokens(self) -> list[np.ndarray]:
+    """Per sample, its loss-masked tokens (the answer), reading only ids and masks."""
+    ids = np.asarray(self.arrays["input_ids"].read().result())
+    mask = np.asarray(self.arrays["loss_mask"].read().result()).astype(bool)
+    offsets = self.manifest["offsets"]
+    return [ids[lo:hi][mask[lo:hi]] for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
 def open_cache(
@@ -235,8 +267,10 @@ def open_cache(
   if not manifest_file.is_file():
     raise CacheError(f"no target cache at {folder} (no manifest.json)")
   manifest = json.loads(manifest_file.read_text())
-  if manifest.get("version") != FORMAT_VERSION:
-    raise CacheError(f"{folder}: cache format {manifest.get('version')}, expected {FORMAT_VERSION}")
+  if manifest.get("version") not in READABLE_VERSIONS:
+    raise CacheError(
+      f"{folder}: cache format {manifest.get('version')}, expected one of {READABLE_VERSIONS}"
+    )
   if not manifest.get("complete"):
     raise CacheError(
       f"{folder} is incomplete ({manifest['samples_done']}/{manifest['num_samples']} samples): "
@@ -256,5 +290,5 @@ def open_cache(
       f"{manifest['target_fingerprint']})"
     )
   capacity = manifest["offsets"][-1]
-  arrays = _arrays(folder, capacity, config, len(layer_ids), create=False)
+  arrays = _arrays(folder, capacity, config, len(layer_ids), False, manifest["version"])
   return TargetCache(manifest, arrays)

@@ -106,6 +106,16 @@ def draft_logits(frozen: dict, hidden: jax.Array, target: ModelConfig) -> jax.Ar
   return finish_logits(hidden @ frozen["draft_head"].astype(hidden.dtype), target)
 
 
+def to_draft_index(frozen: dict, tokens: jax.Array) -> jax.Array:
+  """Target ids [...] as indices into the draft vocabulary, -1 for a token outside it (the
+  ids themselves when the drafter has none)."""
+  if "draft_ids" not in frozen:
+    return tokens
+  ids = frozen["draft_ids"]
+  i = jnp.clip(jnp.searchsorted(ids, tokens), 0, ids.shape[0] - 1)
+  return jnp.where(ids[i] == tokens, i, -1).astype(jnp.int32)
+
+
 def to_target_vocab(frozen: dict, logits_N: jax.Array, vocab_size: int) -> jax.Array:
   """Draft-space logits [..., N] as target-space logits [..., V]: -inf outside the draft
   vocabulary, so the softmax of the result is exactly the draft distribution (zero outside)."""

@@ -1,15 +1,23 @@
 """Drafter losses (`docs/method.md` section 3), as functions of logits.
 
 Per anchor block and slot k (0-based): the draft logits (corrected, U_k + B_k), the target's
-logits at the same position (recomputed from its final hidden state, never stored), the label
-(the regenerated token at anchor + k + 1) and whether the slot is supervised. Slot weights are
+log-probabilities at the same position (from its final hidden state, never stored), the label
+(the regenerated token at anchor + k + 1) and whether the slot is supervised.
+
+Both distributions live in the drafter's space of N tokens: the whole vocabulary (N = V), or a
+reduced draft vocabulary (`drafters.draft_vocab`), where the drafter has no mass outside its
+N tokens. Then L1 = sum over the N tokens of |p_d - p_t| plus the target's mass outside them,
+exactly the distance over the full vocabulary, so the soft label is still the acceptance
+probability; CE skips labels outside the N tokens (their log-probability is -inf), with its own
+weight sum; Eagle3's soft CE runs over the N tokens (the outside mass cannot be matched). Slot weights are
 w_k = exp(-k / 4) on supervised slots, and every term is normalised by the sum of its weights.
 
 DSpark: 0.1 CE + 0.9 L1 + 1.0 confidence BCE, where L1 = ||p_d - p_t||_1 over the vocabulary and
 the confidence label is c* = 1 - 0.5 L1 under stop-gradient. DFlash: CE only. Eagle3: soft CE
 against the target's probabilities at each training-time-test step, step j weighted 0.8^j.
 
-Letters: B batch, A anchors, G slots, V vocabulary, J steps, T tokens.
+Letters: B batch, A anchors, G slots, V vocabulary, N the drafter's space (V or fewer), J
+steps, T tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ class SlotTerms(NamedTuple):
   """Weighted sums over supervised slots (sums, not means, so chunks can be added up)."""
 
   weight: jax.Array  # [] sum of w_k over supervised slots
+  ce_weight: jax.Array  # [] sum of w_k over supervised slots whose label is in the draft space
   ce: jax.Array  # [] sum of w_k * CE
   l1: jax.Array  # [] sum of w_k * ||p_d - p_t||_1
   confidence: jax.Array  # [] sum of w_k * BCE(c_k, c*_k)
@@ -42,28 +51,59 @@ def slot_weights(block_size: int) -> jax.Array:
   return jnp.exp(-jnp.arange(block_size, dtype=jnp.float32) / SLOT_DECAY)
 
 
+def target_log_probs(target_logits_V: jax.Array, draft_ids_N=None, target_lse=None) -> jax.Array:
+  """The target's log-probabilities [..., N] over the drafter's space, under stop-gradient.
+
+  target_logits_V: [..., V] logits over the whole vocabulary, or, with `target_lse` [...] (the
+  log-sum-exp over the whole vocabulary, stored by the target cache), [..., N] logits of the
+  draft vocabulary's tokens only: the cheap form, N columns of the LM head instead of V.
+  """
+  logits = target_logits_V.astype(jnp.float32)
+  if target_lse is not None:
+    out = logits - target_lse.astype(jnp.float32)[..., None]
+  else:
+    out = jax.nn.log_softmax(logits, axis=-1)
+    if draft_ids_N is not None:
+      out = jnp.take(out, draft_ids_N, axis=-1)
+  return jax.lax.stop_gradient(out)
+
+
+def l1_distance(log_pd: jax.Array, log_pt: jax.Array) -> jax.Array:
+  """||p_d - p_t||_1 over the whole vocabulary, from log-probabilities [..., N] over the drafter's
+  space: the target's mass outside it (1 - sum p_t, zero up to rounding when N = V) counts in
+  full, since the drafter puts none there."""
+  p_t = jnp.exp(log_pt)
+  outside = jnp.maximum(1.0 - jnp.sum(p_t, axis=-1), 0.0)
+  return jnp.sum(jnp.abs(jnp.exp(log_pd) - p_t), axis=-1) + outside
+
+
 def soft_label(log_pd: jax.Array, log_pt: jax.Array) -> jax.Array:
-  """c* = 1 - ½||p_d - p_t||_1 over the last axis (log-probabilities in), under stop-gradient:
-  the probability that the draft's token is accepted. Clipped only against rounding."""
-  l1 = jnp.sum(jnp.abs(jnp.exp(log_pd) - jnp.exp(log_pt)), axis=-1)
-  return jax.lax.stop_gradient(jnp.clip(1.0 - 0.5 * l1, 0.0, 1.0))
+  """c* = 1 - ½||p_d - p_t||_1 (log-probabilities [..., N] in), under stop-gradient: the
+  probability that the draft's token is accepted. Clipped only against rounding."""
+  return jax.lax.stop_gradient(jnp.clip(1.0 - 0.5 * l1_distance(log_pd, log_pt), 0.0, 1.0))
 
 
 def slot_terms(
-  draft_logits_BxAxGxV: jax.Array,
-  target_logits_BxAxGxV: jax.Array,
+  draft_logits_BxAxGxN: jax.Array,
+  target_log_probs_BxAxGxN: jax.Array,
   labels_BxAxG: jax.Array,
   supervised_BxAxG: jax.Array,
   confidence_logits_BxAxG: jax.Array | None = None,
 ) -> SlotTerms:
-  """Weighted loss sums of a set of blocks (all of them, or one chunk)."""
-  g = draft_logits_BxAxGxV.shape[2]
+  """Weighted loss sums of a set of blocks (all of them, or one chunk).
+
+  labels_BxAxG are indices into the drafter's space (target ids when N = V), -1 for a label
+  outside it (`draft_vocab.to_draft_index`).
+  """
+  g = draft_logits_BxAxGxN.shape[2]
   mask = supervised_BxAxG.astype(jnp.float32)
   w = slot_weights(g) * mask
-  log_pd = jax.nn.log_softmax(draft_logits_BxAxGxV.astype(jnp.float32), axis=-1)
-  log_pt = jax.nn.log_softmax(target_logits_BxAxGxV.astype(jnp.float32), axis=-1)
-  ce = -jnp.take_along_axis(log_pd, labels_BxAxG[..., None], axis=-1)[..., 0]
-  l1 = jnp.sum(jnp.abs(jnp.exp(log_pd) - jnp.exp(log_pt)), axis=-1)
+  w_ce = w * (labels_BxAxG >= 0)
+  log_pd = jax.nn.log_softmax(draft_logits_BxAxGxN.astype(jnp.float32), axis=-1)
+  log_pt = target_log_probs_BxAxGxN.astype(jnp.float32)
+  label = jnp.maximum(labels_BxAxG, 0)[..., None]
+  ce = -jnp.take_along_axis(log_pd, label, axis=-1)[..., 0]
+  l1 = l1_distance(log_pd, log_pt)
   soft = soft_label(log_pd, log_pt)
   if confidence_logits_BxAxG is None:
     bce = jnp.zeros_like(ce)
@@ -76,7 +116,8 @@ def slot_terms(
   prefix = jnp.cumprod(jnp.where(mask > 0, soft, 0.0), axis=-1)
   return SlotTerms(
     weight=w.sum(),
-    ce=(w * ce).sum(),
+    ce_weight=w_ce.sum(),
+    ce=(w_ce * ce).sum(),
     l1=(w * l1).sum(),
     confidence=(w * bce).sum(),
     soft_accept=(mask * soft).sum(axis=(0, 1)),
@@ -104,7 +145,8 @@ class LossReport(NamedTuple):
 def dspark_loss(terms: SlotTerms, kind: str = "dspark") -> LossReport:
   """Normalised losses from summed terms; kind "dflash" keeps CE only."""
   norm = jnp.maximum(terms.weight, 1e-9)
-  ce, l1, conf = terms.ce / norm, terms.l1 / norm, terms.confidence / norm
+  ce = terms.ce / jnp.maximum(terms.ce_weight, 1e-9)
+  l1, conf = terms.l1 / norm, terms.confidence / norm
   if kind == "dspark":
     loss = WEIGHTS["ce"] * ce + WEIGHTS["l1"] * l1 + WEIGHTS["confidence"] * conf
   else:
@@ -120,21 +162,22 @@ def dspark_loss(terms: SlotTerms, kind: str = "dspark") -> LossReport:
   )
 
 
-def eagle3_step_loss(logits_BxTxV, target_logits_BxTxV, valid_BxT) -> jax.Array:
-  """Mean over valid positions of the soft CE -sum_v p_t log p_d of one step."""
-  p_t = jax.nn.softmax(target_logits_BxTxV.astype(jnp.float32), axis=-1)
-  log_pd = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+def eagle3_step_loss(logits_BxTxN, target_log_probs_BxTxN, valid_BxT) -> jax.Array:
+  """Mean over valid positions of the soft CE -sum_n p_t log p_d of one step (over the drafter's
+  space of N tokens)."""
+  p_t = jnp.exp(target_log_probs_BxTxN.astype(jnp.float32))
+  log_pd = jax.nn.log_softmax(logits_BxTxN.astype(jnp.float32), axis=-1)
   soft_ce = -jnp.sum(p_t * log_pd, axis=-1)
   valid = valid_BxT.astype(jnp.float32)
   return (soft_ce * valid).sum() / jnp.maximum(valid.sum(), 1.0)
 
 
-def eagle3_loss(step_logits_JxBxTxV, target_logits_BxTxV, valid_JxBxT) -> jax.Array:
+def eagle3_loss(step_logits_JxBxTxN, target_log_probs_BxTxN, valid_JxBxT) -> jax.Array:
   """sum_j 0.8^j * `eagle3_step_loss` of step j."""
   per_step = jnp.stack(
     [
-      eagle3_step_loss(step_logits_JxBxTxV[j], target_logits_BxTxV, valid_JxBxT[j])
-      for j in range(step_logits_JxBxTxV.shape[0])
+      eagle3_step_loss(step_logits_JxBxTxN[j], target_log_probs_BxTxN, valid_JxBxT[j])
+      for j in range(step_logits_JxBxTxN.shape[0])
     ]
   )
   decay = EAGLE3_STEP_DECAY ** jnp.arange(per_step.shape[0], dtype=jnp.float32)

@@ -10,7 +10,14 @@ loss taken on the same sampled anchors.
 
 A batch is a dict of arrays: tokens [B, T] int32, loss_mask [B, T], features [B, T, m*D] and
 hidden [B, T, D] (the target's final-normed hidden states; its logits are recomputed from them
-through the frozen LM head).
+through the frozen LM head), and optionally target_lse [B, T] (the log-sum-exp of the target's
+logits over the whole vocabulary, from the target cache).
+
+With a reduced draft vocabulary of N tokens (`drafters.draft_vocab`) the draft logits are N
+columns of the target's head, and the losses compare the two distributions in that space
+(`losses`). The target's log-probabilities of the N tokens then need its normaliser over all V:
+from `target_lse` when the batch has it (N columns of the head per prediction), otherwise from
+the full V-column logits (what online mode does).
 """
 
 from __future__ import annotations
@@ -20,9 +27,18 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dspark_jax.drafters.draft_vocab import draft_logits, to_draft_index
 from dspark_jax.drafters.dspark import anchor_candidates, supervised_slots
 from dspark_jax.drafters.shared import lm_logits
 from dspark_jax.training import losses
+
+
+def target_log_probs(frozen: dict, hidden: jax.Array, target, lse: jax.Array | None = None):
+  """The target's log-probabilities [..., N] over the drafter's space from its final-normed
+  hidden states [..., D] (float32), under stop-gradient; `lse` [...]: the stored normaliser."""
+  if lse is not None and "draft_head" in frozen:
+    return losses.target_log_probs(draft_logits(frozen, hidden, target), target_lse=lse)
+  return losses.target_log_probs(lm_logits(frozen, hidden, target), frozen.get("draft_ids"))
 
 
 def sample_anchors(rng: jax.Array, loss_mask_BxT: jax.Array, num_anchors: int):
@@ -45,7 +61,7 @@ def block_terms(drafter, params, batch, anchors_BxA, valid_BxA, anchor_chunk: in
   remat=False keeps every chunk's activations for the backward pass instead of recomputing
   them: about a third less LM-head work, at the memory of the unchunked loss.
   """
-  tokens, hidden = batch["tokens"], batch["hidden"]
+  tokens, hidden, lse = batch["tokens"], batch["hidden"], batch.get("target_lse")
   b, t = tokens.shape
   a = anchors_BxA.shape[1]
   g = drafter.draft_len
@@ -60,18 +76,19 @@ def block_terms(drafter, params, batch, anchors_BxA, valid_BxA, anchor_chunk: in
   )
   chunks = lambda x: jnp.moveaxis(x.reshape(b, -1, c, *x.shape[2:]), 1, 0)  # [n, B, C, ...]
   frozen = params["frozen"]
+  labels = to_draft_index(frozen, labels)
 
   def run(model):
     ctx = drafter.context(model, batch["features"])
 
     def chunk_terms(anchors_c, supervised_c, labels_c, pos_c):
       out = drafter.blocks(model, frozen, tokens, ctx, anchors_c)
-      rows = jnp.arange(b)[:, None, None]
-      target_h = hidden[rows, jnp.clip(pos_c, 0, t - 1)].astype(jnp.float32)
-      target_logits = jax.lax.stop_gradient(lm_logits(frozen, target_h, drafter.target))
-      return losses.slot_terms(
-        out.logits, target_logits, labels_c, supervised_c, out.confidence_logits
+      rows, pos = jnp.arange(b)[:, None, None], jnp.clip(pos_c, 0, t - 1)
+      target_h = hidden[rows, pos].astype(jnp.float32)
+      log_pt = target_log_probs(
+        frozen, target_h, drafter.target, None if lse is None else lse[rows, pos]
       )
+      return losses.slot_terms(out.logits, log_pt, labels_c, supervised_c, out.confidence_logits)
 
     if remat:
       chunk_terms = jax.checkpoint(chunk_terms)
@@ -119,7 +136,7 @@ def eagle3_objective(
   on [B, A] positions instead of [B, T] (`Eagle3Drafter.train_rounds`). With num_anchors >= T every round whose anchor is a candidate is kept (the
   full test also trains the round anchored at the last prompt token, which DSpark never does).
   """
-  hidden = batch["hidden"]
+  hidden, lse = batch["hidden"], batch.get("target_lse")
   b, t = batch["tokens"].shape
   anchors, picked = sample_anchors(rng, batch["loss_mask"], num_anchors)
   valid_JxBxT = losses.eagle3_valid(batch["loss_mask"], num_steps)
@@ -127,14 +144,18 @@ def eagle3_objective(
 
   def reduce(j, normed_BxAxD):
     pos = jnp.clip(anchors + j, 0, t - 1)  # [B, A]
-    logits = lm_logits(params["frozen"], normed_BxAxD, drafter.target)
-    target = jax.lax.stop_gradient(
-      lm_logits(params["frozen"], hidden[rows, pos].astype(jnp.float32), drafter.target)
+    frozen = params["frozen"]
+    logits = draft_logits(frozen, normed_BxAxD, drafter.target)
+    log_pt = target_log_probs(
+      frozen,
+      hidden[rows, pos].astype(jnp.float32),
+      drafter.target,
+      None if lse is None else lse[rows, pos],
     )
     valid = picked & valid_JxBxT[j][rows, pos] & (anchors + j < t)
-    soft = losses.soft_label(jax.nn.log_softmax(logits), jax.nn.log_softmax(target))
+    soft = losses.soft_label(jax.nn.log_softmax(logits), log_pt)
     soft = jnp.where(valid, soft, 0.0)
-    step_loss = losses.eagle3_step_loss(logits, target, valid)
+    step_loss = losses.eagle3_step_loss(logits, log_pt, valid)
     return (
       jnp.zeros((num_steps,)).at[j].set(step_loss),
       jnp.zeros((num_steps, *anchors.shape)).at[j].set(soft),

@@ -29,7 +29,8 @@ from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
 from dspark_jax.data.target_cache import TargetCache, online_features, online_features_jit
 from dspark_jax.decoding.generate import round_up
-from dspark_jax.drafters.shared import final_norm_scale, frozen_parts
+from dspark_jax.drafters.draft_vocab import check_draft_ids, draft_frozen
+from dspark_jax.drafters.shared import final_norm_scale
 from dspark_jax.training import feature_scale
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
 from dspark_jax.training.run_folder import (  # noqa: F401 (TrainingError is part of this API)
@@ -94,9 +95,11 @@ def host_batch(samples, cache: TargetCache | None, indices, max_len: int) -> dic
     n = min(len(row["input_ids"]), max_len)
     tokens[r, :n] = row["input_ids"][:n]
     mask[r, :n] = row["loss_mask"][:n]
-    for name in ("features", "hidden"):
+    for name in ("features", "hidden", "target_lse"):
+      if name not in row:
+        continue
       if name not in out:
-        out[name] = np.zeros((b, max_len, row[name].shape[1]), row[name].dtype)
+        out[name] = np.zeros((b, max_len, *row[name].shape[1:]), row[name].dtype)
       out[name][r, :n] = row[name][:n]
   return out
 
@@ -213,6 +216,7 @@ def train(
   stop_at: int | None = None,
   mesh=None,
   progress: bool = True,
+  draft_ids=None,
 ) -> dict:
   """Trains (or resumes) a drafter; returns the final params and the last metrics.
 
@@ -227,20 +231,23 @@ def train(
       schedule stays the full run's, and a later call continues from the checkpoint).
     mesh: a device mesh (`sharding.make_mesh`): the batch is split over its data axis and the
       drafter's params follow the logical rules; None runs on the default device.
+    draft_ids: the [N] ascending target ids of a drafter with a reduced draft vocabulary
+      (`draft_vocab.most_frequent_ids` of the training answers); recorded in the run folder,
+      and a resume with other ids is refused.
   """
   import orbax.checkpoint as ocp
   from tqdm import tqdm
 
   if (samples is None) == (cache is None):
     raise TrainingError("give either samples (online features) or a target cache")
-  if drafter.config.draft_vocab_size:
-    # The losses compare draft and target distributions over the target's vocabulary; their
-    # draft-space form (and its cheaper LM head) is not written yet. `draft_vocab.restrict`
-    # cuts a drafter trained over the full vocabulary instead.
-    raise TrainingError(
-      "training a drafter with a reduced draft vocabulary is not supported yet: train over "
-      "the full vocabulary, then cut it with dspark_jax.drafters.draft_vocab.restrict"
-    )
+  n_draft = drafter.config.draft_vocab_size
+  if n_draft and (draft_ids is None or len(draft_ids) != n_draft):
+    got = "none" if draft_ids is None else len(draft_ids)
+    raise TrainingError(f"draft_vocab_size={n_draft} needs {n_draft} draft ids, got {got}")
+  if not n_draft and draft_ids is not None:
+    raise TrainingError("draft ids given for a drafter without a reduced draft vocabulary")
+  if draft_ids is not None:
+    draft_ids = check_draft_ids(draft_ids, target_config.vocab_size)
   num = len(samples) if samples is not None else cache.num_samples
   if num < config.batch_size:
     raise TrainingError(f"{num} samples cannot fill one batch of {config.batch_size}")
@@ -249,12 +256,14 @@ def train(
   record = run_record(config, num, cache is None, target_config)
   check_run_folder(out, record)
   (out / "train_config.json").write_text(json.dumps(record, sort_keys=True))
+  if draft_ids is not None:
+    _check_draft_ids_file(out, draft_ids)
 
   steps = total_steps(config, num)
   fn = step_fn(drafter, target_config, config, cache is None, steps)
   if mesh is not None:
     target_params = sharding.shard_params(target_config, target_params, mesh)
-  frozen = frozen_parts(target_params, target_config)
+  frozen = draft_frozen(target_params, target_config, draft_ids)
   trainable = init_trainable
   if trainable is None:
     trainable = initial_trainable(drafter, config, target_params, target_config)
@@ -344,6 +353,21 @@ def train(
     "steps": end,
     "total_steps": steps,
   }
+
+
+def _check_draft_ids_file(out: Path, draft_ids: np.ndarray) -> None:
+  """Records the draft vocabulary in `out/draft_ids.json`, or refuses a resume with another."""
+  path = out / "draft_ids.json"
+  ids = [int(i) for i in draft_ids]
+  if path.is_file():
+    old = json.loads(path.read_text())
+    if old != ids:
+      raise TrainingError(
+        f"{out} was trained with another draft vocabulary ({len(old)} ids; now {len(ids)}, "
+        f"{sum(a != b for a, b in zip(old, ids))} differ): use a new out_dir"
+      )
+    return
+  path.write_text(json.dumps(ids))
 
 
 def _tensorboard(out: Path):

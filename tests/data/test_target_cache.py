@@ -42,7 +42,7 @@ def test_cache_holds_the_online_features_and_resumes(tmp_path, monkeypatch):
   data = samples()
   ref = build(tmp_path / "ref", data, config, params, batch_size=3, width_multiple=8)
   assert ref["complete"] and ref["estimated_bytes"] == sum(map(len, (s.tokens for s in data))) * (
-    3 * 32 * 2 + 5
+    3 * 32 * 2 + 9
   )
   cache = tc.open_cache(tmp_path / "ref", config, params, LAYERS)
   for i in (0, 4, 6):
@@ -52,6 +52,14 @@ def test_cache_holds_the_online_features_and_resumes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(got["loss_mask"], data[i].loss_mask)
     np.testing.assert_array_equal(got["features"], np.asarray(feats[0]))
     np.testing.assert_array_equal(got["hidden"], np.asarray(hidden[0]))
+    # The log-sum-exp of the logits of the stored (bfloat16) hidden state, in float64.
+    head = np.asarray(
+      params["embedding"] if config.tie_embeddings else np.asarray(params["lm_head"]).T, np.float64
+    )
+    logits = np.asarray(got["hidden"], np.float64) @ head.T
+    top = logits.max(-1)
+    lse = top + np.log(np.exp(logits - top[:, None]).sum(-1))
+    np.testing.assert_allclose(got["target_lse"], lse, rtol=1e-5)
 
   # A writer killed after its second chunk (the manifest says 6 samples done), having written
   # part of its third chunk (garbage after sample 6's offset).

@@ -3,8 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from dspark_jax.data.target_cache import online_features
+from dspark_jax.data.target_cache import online_features, target_lse
+from dspark_jax.drafters import draft_vocab
 from dspark_jax.drafters.dspark import supervised_slots
 from dspark_jax.drafters.shared import lm_logits
 from dspark_jax.training import losses
@@ -65,25 +67,43 @@ def test_chunked_terms_and_gradients_equal_unchunked():
     )
 
 
-def test_dspark_objective_equals_the_loss_of_train_forward_logits():
+@pytest.mark.parametrize("vocab", ["full", "reduced", "reduced, stored lse"])
+def test_dspark_objective_equals_the_loss_of_train_forward_logits(vocab):
+  """Also with a reduced draft vocabulary (every third token): the drafter's logits are the
+  full drafter's at those tokens, and the target's log-probabilities come from its V logits or
+  from N of them and the cache's log-sum-exp."""
   config, params = tiny_model("llama")
   drafter, dparams = random_drafter("dspark-markov", config, params, **SMALL)
   batch = batch_for(config, params, drafter, seed=1)
+  ids = None
+  model, mparams = drafter, dparams
+  if vocab != "full":
+    ids = np.arange(1, config.vocab_size, 3, dtype=np.int32)
+    model, mparams = draft_vocab.restrict(drafter, dparams, ids)
+  if vocab.endswith("lse"):
+    batch = {**batch, "target_lse": target_lse(params, batch["hidden"], config)}
   rng = jax.random.key(3)
   objective = jax.jit(
-    lambda p, b, r: dspark_objective(drafter, p, b, r, num_anchors=5, anchor_chunk=2)
+    lambda p, b, r: dspark_objective(model, p, b, r, num_anchors=5, anchor_chunk=2)
   )
-  loss, report = objective(dparams, batch, rng)
+  loss, report = objective(mparams, batch, rng)
   anchors, valid = sample_anchors(rng, batch["loss_mask"], 5)
   out = jax.jit(drafter.train_forward)(dparams, batch["tokens"], batch["features"], anchors)
   g = drafter.draft_len
   pos = np.clip(np.asarray(anchors)[..., None] + np.arange(g), 0, T - 1)
   rows = np.arange(2)[:, None, None]
   target = lm_logits(dparams["frozen"], batch["hidden"].astype(jnp.float32)[rows, pos], config)
-  labels = batch["tokens"][rows, np.clip(pos + 1, 0, T - 1)]
+  labels = np.asarray(batch["tokens"][rows, np.clip(pos + 1, 0, T - 1)])
   sup = supervised_slots(anchors, batch["loss_mask"], g) & valid[..., None]
+  logits = out.logits
+  if ids is not None:
+    logits = logits[..., ids]
+    labels = np.where(np.isin(labels, ids), np.searchsorted(ids, labels), -1)
+    assert (labels < 0).any() and (labels >= 0).any()  # both kinds of label occur
   want = losses.dspark_loss(
-    losses.slot_terms(out.logits, target, labels, sup, out.confidence_logits)
+    losses.slot_terms(
+      logits, losses.target_log_probs(target, ids), labels, sup, out.confidence_logits
+    )
   )
   np.testing.assert_allclose(loss, want.loss, rtol=1e-5)
   np.testing.assert_allclose(report.soft_accept, want.soft_accept, rtol=1e-5)

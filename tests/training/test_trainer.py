@@ -13,14 +13,22 @@ import pytest
 
 from dspark_jax.config import TrainConfig
 from dspark_jax.data import target_cache as tc
+from dspark_jax.drafters.draft_vocab import most_frequent_ids
 from dspark_jax.training import feature_scale, run_folder, trainer
 from tests.tiny import tiny_model
 from tests.tiny_drafters import make_drafter
 
 
-def setup(tmp_path, kind="dspark-markov", **overrides):
+def setup(tmp_path, kind="dspark-markov", draft_vocab_size=0, **overrides):
   config, params = tiny_model("qwen3")
-  drafter = make_drafter(kind, config, num_anchors=6, num_layers=1, target_layer_ids=(-1, 0))
+  drafter = make_drafter(
+    kind,
+    config,
+    num_anchors=6,
+    num_layers=1,
+    target_layer_ids=(-1, 0),
+    draft_vocab_size=draft_vocab_size,
+  )
   rng = np.random.default_rng(0)
   samples = []
   for i in range(12):
@@ -74,10 +82,19 @@ def test_killed_training_resumes_to_the_uninterrupted_losses(tmp_path, monkeypat
   assert losses_of(tcfg.out_dir) == want
 
 
-def test_cache_mode_equals_online_mode(tmp_path):
-  config, params, drafter, samples, tcfg = setup(tmp_path)
+@pytest.mark.parametrize("draft_vocab_size", [0, 20])
+def test_cache_mode_equals_online_mode(tmp_path, draft_vocab_size):
+  """With a reduced draft vocabulary the cached run normalises the target's N logits with the
+  stored log-sum-exp, the online run with all V logits: the same losses either way."""
+  config, params, drafter, samples, tcfg = setup(tmp_path, draft_vocab_size=draft_vocab_size)
   tcfg = dataclasses.replace(tcfg, epochs=1.0)
-  online = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
+  ids = None
+  if draft_vocab_size:
+    answers = [[t for t, m in zip(s.tokens, s.loss_mask, strict=True) if m] for s in samples]
+    ids = most_frequent_ids(answers, draft_vocab_size, config.vocab_size)
+  online = trainer.train(
+    tcfg, drafter, config, params, samples=samples, progress=False, draft_ids=ids
+  )
   tc.build_cache(
     tmp_path / "cache",
     samples,
@@ -88,14 +105,27 @@ def test_cache_mode_equals_online_mode(tmp_path):
     progress=False,
   )
   cache = tc.open_cache(tmp_path / "cache", config, params, drafter.feature_layers)
+  if draft_vocab_size:
+    got = cache.answer_tokens()
+    assert [list(a) for a in got] == answers
+    assert "target_lse" in cache.sample(0)
   offline_cfg = dataclasses.replace(tcfg, out_dir=str(tmp_path / "offline"))
-  offline = trainer.train(offline_cfg, drafter, config, params, cache=cache, progress=False)
+  offline = trainer.train(
+    offline_cfg, drafter, config, params, cache=cache, progress=False, draft_ids=ids
+  )
   np.testing.assert_allclose(
     [loss for _, loss in losses_of(offline_cfg.out_dir)],
     [loss for _, loss in losses_of(tcfg.out_dir)],
     rtol=1e-5,
   )
   assert online["steps"] == offline["steps"] == 3
+  if draft_vocab_size:
+    np.testing.assert_array_equal(online["frozen"]["draft_ids"], ids)
+    assert online["frozen"]["draft_head"].shape == (config.hidden_size, draft_vocab_size)
+    with pytest.raises(trainer.TrainingError, match="another draft vocabulary"):
+      trainer.train(tcfg, drafter, config, params, samples=samples, draft_ids=ids + 1)
+    with pytest.raises(trainer.TrainingError, match="needs 20 draft ids"):
+      trainer.train(tcfg, drafter, config, params, samples=samples)
 
 
 def test_preconditioned_training_rescales_features_resumes_and_exports_the_same_function(tmp_path):
