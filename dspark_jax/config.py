@@ -226,8 +226,10 @@ class TrainConfig:
 
   draft: DraftConfig = DraftConfig()
   target: str = "smollm2-135m"  # bundled name, .gguf file or HF folder
-  regenerated: str = ""  # regeneration JSONL (`dspark-jax regenerate`)
-  feature_cache: str = ""  # tensorstore cache folder; "" = online mode (features in the step)
+  # Regeneration JSONL (`dspark-jax regenerate`); several, comma-separated, are concatenated.
+  regenerated: str = ""
+  # Tensorstore cache folder (several, comma-separated, are read as one); "" = online mode.
+  feature_cache: str = ""
   out_dir: str = "runs/drafter"
   max_seq_len: int = 1024
   batch_size: int = 8  # sequences per step (global)

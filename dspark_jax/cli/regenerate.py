@@ -39,6 +39,13 @@ def add_parser(sub) -> None:
   p.add_argument("--top-k", type=int, default=d.top_k)
   p.add_argument("--top-p", type=finite_float, default=d.top_p)
   p.add_argument("--seed", type=int, default=d.seed)
+  p.add_argument(
+    "--answers",
+    default="target",
+    choices=("target", "dataset"),
+    help="target: the target generates the answers; dataset: keep ShareGPT's own first answers "
+    "(no generation; the target's soft labels still come from the feature cache)",
+  )
   p.add_argument("--no-progress", action="store_true")
 
 
@@ -69,6 +76,8 @@ def run(args) -> int:
     chosen = chosen[: args.limit]
   if not chosen:
     raise ValueError("no prompts selected")
+  if args.answers == "dataset":
+    return _dataset_answers(args, config, chosen)
   import jax
 
   from dspark_jax.io.load import load_model
@@ -98,4 +107,36 @@ def run(args) -> int:
     f"errors), {summary.tokens} tokens in {summary.seconds:.0f}s",
     file=sys.stderr,
   )
+  return 0
+
+
+def _dataset_answers(args, config, chosen) -> int:
+  from dspark_jax.data import dataset_answers as da
+  from dspark_jax.io.load import load_model
+
+  if args.source != "sharegpt":
+    raise ValueError("--answers dataset reads ShareGPT's answers: use --source sharegpt")
+  tok = load_model(args.model).tokenizer
+  rows = da.dataset_answer_rows(
+    chosen,
+    da.sharegpt_answers(),
+    encode_chat=tok.encode_chat,
+    decode=tok.decode,
+    stop_ids=tok.stop_ids,
+    max_prompt_tokens=config.max_prompt_tokens,
+    max_new_tokens=config.max_new_tokens,
+  )
+  meta = {
+    "answers": "dataset",
+    "model": args.model,
+    "source": args.source,
+    "split": args.split,
+    "limit": args.limit,
+    "max_new_tokens": config.max_new_tokens,
+    "max_prompt_tokens": config.max_prompt_tokens,
+  }
+  da.write_rows(rows, args.out, meta)
+  errors = sum(r["finish"] == "error" for r in rows)
+  tokens = sum(len(r["response_ids"]) for r in rows)
+  print(f"{args.out}: {len(rows)} rows ({errors} errors), {tokens} answer tokens", file=sys.stderr)
   return 0

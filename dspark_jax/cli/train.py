@@ -38,18 +38,22 @@ def _training_inputs(args):
 
 
 def _samples(config):
+  """Training samples of every file in `regenerated` (comma-separated, concatenated in order)."""
+  from pathlib import Path
+
   from dspark_jax.data.regenerate import read_regenerated
   from dspark_jax.data.target_cache import samples_from_regenerated
 
   if not config.regenerated:
     raise ValueError("set regenerated=FILE (the output of dspark-jax regenerate)")
-  from pathlib import Path
-
-  if not Path(config.regenerated).is_file():
-    raise FileNotFoundError(f"regenerated answers not found: {config.regenerated}")
-  samples = samples_from_regenerated(read_regenerated(config.regenerated), config.max_seq_len)
-  if not samples:
-    raise ValueError(f"{config.regenerated} holds no usable samples")
+  samples = []
+  for path in config.regenerated.split(","):
+    if not Path(path).is_file():
+      raise FileNotFoundError(f"regenerated answers not found: {path}")
+    got = samples_from_regenerated(read_regenerated(path), config.max_seq_len)
+    if not got:
+      raise ValueError(f"{path} holds no usable samples")
+    samples += got
   return samples
 
 
@@ -89,7 +93,7 @@ def run_train(args) -> int:
   params = jax.device_put(model.params)
   inputs = {}
   if config.feature_cache:
-    inputs["cache"] = tc.open_cache(
+    inputs["cache"] = tc.open_caches(
       config.feature_cache, model.config, params, drafter.feature_layers
     )
   else:

@@ -254,6 +254,36 @@ class TargetCache:
     return [ids[lo:hi][mask[lo:hi]] for lo, hi in zip(offsets[:-1], offsets[1:], strict=True)]
 
 
+@dataclasses.dataclass
+class CacheList:
+  """Several caches read as one: sample i runs through the first cache, then the next."""
+
+  parts: list[TargetCache]
+
+  @property
+  def num_samples(self) -> int:
+    return sum(p.num_samples for p in self.parts)
+
+  def sample(self, i: int, names=None) -> dict[str, np.ndarray]:
+    for part in self.parts:
+      if i < part.num_samples:
+        return part.sample(i, names)
+      i -= part.num_samples
+    raise IndexError("sample index past the end of the caches")
+
+  def answer_tokens(self) -> list[np.ndarray]:
+    return [a for p in self.parts for a in p.answer_tokens()]
+
+
+def open_caches(folders: str, config: ModelConfig, params, layer_ids: Sequence[int]):
+  """`open_cache` of one folder, or a `CacheList` of several (comma-separated, in order)."""
+  names = [f for f in folders.split(",") if f]
+  caches = [open_cache(f, config, params, layer_ids) for f in names]
+  if len({tuple(c.arrays) for c in caches}) > 1:
+    raise CacheError(f"{folders}: the caches have different formats; rebuild the older ones")
+  return caches[0] if len(caches) == 1 else CacheList(caches)
+
+
 def open_cache(
   folder: str | Path, config: ModelConfig, params, layer_ids: Sequence[int]
 ) -> TargetCache:

@@ -106,3 +106,18 @@ def test_cache_validation_errors(tmp_path):
     tc.open_cache(tmp_path / "none", config, params, LAYERS)
   with pytest.raises(tc.CacheError, match="more than max_bytes"):
     build(tmp_path / "big", data, config, params, max_bytes=10)
+
+
+def test_several_caches_read_as_one(tmp_path):
+  config, params = tiny_model("qwen3")
+  data = samples()
+  build(tmp_path / "a", data[:3], config, params, batch_size=2, width_multiple=8)
+  build(tmp_path / "b", data[3:], config, params, batch_size=2, width_multiple=8)
+  both = tc.open_caches(f"{tmp_path / 'a'},{tmp_path / 'b'}", config, params, LAYERS)
+  assert both.num_samples == len(data)
+  for i in (2, 3, 6):
+    np.testing.assert_array_equal(both.sample(i)["input_ids"], data[i].tokens)
+  want = [[t for t, m in zip(s.tokens, s.loss_mask, strict=True) if m] for s in data]
+  assert [list(a) for a in both.answer_tokens()] == want
+  with pytest.raises(IndexError):
+    both.sample(len(data))
