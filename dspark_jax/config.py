@@ -252,6 +252,10 @@ class TrainConfig:
   # distributions can be; SmolLM2's is about 1.8 and Adam moves a weight by about the learning
   # rate per step, so from 1 a short run never gets there. An init only; DeepSpec starts at 1.
   final_norm_from_target: bool = False
+  # Start DSpark/DFlash's draft layers as copies of the target's top layers (the last
+  # `draft.num_layers`; attention, MLP and norms, q/k norms at 1) instead of at random. Not
+  # DeepSpec's; an init only.
+  init_layers_from_target: bool = False
   # Train W_c on features divided by their per-dimension RMS; the saved drafter is the same
   # function with the scale folded into W_c (training/feature_scale.py). Not DeepSpec's.
   precondition_features: bool = False

@@ -41,6 +41,11 @@ def test_overrides_after_get_config_arguments():
   )
   assert config.batch_size == 4 and config.draft.head == "gated"
   assert config.draft.target_layer_ids == (2, 9)
+  v3 = load_config_file(str(CONFIGS / "smollm2_135m.py"), ["drafter=dflash"])
+  assert (v3.draft.draft_vocab_size, v3.draft.num_anchors) == (16384, 64)
+  assert len(v3.regenerated.split(",")) == 2  # the target's answers, then the dataset's
+  v2 = load_config_file(str(CONFIGS / "smollm2_135m.py"), ["drafter=dflash", "variant=v2"])
+  assert (v2.draft.draft_vocab_size, v2.draft.num_anchors, v2.epochs) == (0, 16, 8.0)
   with pytest.raises(ValueError, match="unknown config key"):
     load_config_file(str(CONFIGS / "smollm2_135m.py"), ["no_such_field=1"])
   with pytest.raises(ValueError, match="does not exist"):

@@ -171,13 +171,55 @@ _train_step_jit = jax.jit(_train_step, static_argnums=0, donate_argnums=(1, 2))
 
 def initial_trainable(drafter, config: TrainConfig, target_params, target: ModelConfig):
   """Random trainable params from the seed; with `final_norm_from_target`, the final norm's
-  scale starts at the target's effective one."""
+  scale starts at the target's effective one; with `init_layers_from_target`, the draft layers
+  start as the target's top layers (`layers_from_target`)."""
   trainable = drafter.init_trainable(jax.random.key(config.seed))
+  if config.init_layers_from_target:
+    trainable = layers_from_target(trainable, target_params, target)
   if not config.final_norm_from_target:
     return trainable
   old = trainable["final_norm"]["scale"]
   norm = final_norm_scale(target_params, target).astype(old.dtype)
   return {**trainable, "final_norm": {**trainable["final_norm"], "scale": norm}}
+
+
+def layers_from_target(trainable, target_params, target: ModelConfig):
+  """Draft layers `layers_i` (i < n) replaced by copies of target layers L - n + i.
+
+  A draft layer has the target layer's parameters (same names and shapes) plus q/k norms,
+  which keep their init; Gemma-style norms (stored as w, applied as 1 + w) are converted to
+  the draft's plain scales.
+
+  Raises:
+    TrainingError: the drafter has no such layers (Eagle3) or their shapes differ.
+  """
+  n = sum(1 for k in trainable if k.startswith("layers_"))
+  if not n or "fc" not in trainable:
+    raise TrainingError("init_layers_from_target needs a DSpark or DFlash drafter")
+  total = target.num_layers
+  out = dict(trainable)
+
+  def copy(path, draft_leaf, source):
+    name = jax.tree_util.keystr(path)
+    if name not in source:  # q/k norms: the target has none
+      return draft_leaf
+    x = np.asarray(source[name], np.float32)
+    if x.shape != tuple(draft_leaf.shape):
+      raise TrainingError(
+        f"init_layers_from_target: {name} is {x.shape} in the target, "
+        f"{tuple(draft_leaf.shape)} in the drafter"
+      )
+    if target.gemma_style and name.endswith("['scale']"):
+      x = x + 1.0
+    return jax.numpy.asarray(x, draft_leaf.dtype)
+
+  for i in range(n):
+    layer = target_params[f"layers_{total - n + i}"]
+    source = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(layer)}
+    out[f"layers_{i}"] = jax.tree_util.tree_map_with_path(
+      lambda p, x, source=source: copy(p, x, source), trainable[f"layers_{i}"]
+    )
+  return out
 
 
 def measure_feature_scale(

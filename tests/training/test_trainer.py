@@ -330,3 +330,18 @@ def test_a_run_folder_refuses_another_number_of_samples(tmp_path):
   more = samples + samples[:1]  # 13 samples: the same 3 steps per epoch, another data order
   with pytest.raises(trainer.TrainingError, match="num_samples: 12 .* 13 "):
     trainer.train(tcfg, drafter, config, params, samples=more, progress=False)
+
+
+def test_init_layers_from_target_copies_the_top_layers(tmp_path):
+  config, params, drafter, samples, tcfg = setup(tmp_path)
+  tcfg = dataclasses.replace(tcfg, init_layers_from_target=True)
+  got = trainer.initial_trainable(drafter, tcfg, params, config)
+  top = params[f"layers_{config.num_layers - 1}"]  # a 1-layer drafter takes the last layer
+  for path, leaf in jax.tree_util.tree_leaves_with_path(top):
+    name = jax.tree_util.keystr(path)
+    mine = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(got["layers_0"])}
+    np.testing.assert_array_equal(mine[name], leaf, err_msg=name)
+  assert np.all(np.asarray(got["layers_0"]["attn"]["q_norm"]["scale"]) == 1.0)
+  eagle = make_drafter("eagle3", config, target_layer_ids=(-1, 0))
+  with pytest.raises(trainer.TrainingError, match="DSpark or DFlash"):
+    trainer.initial_trainable(eagle, tcfg, params, config)
