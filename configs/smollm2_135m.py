@@ -5,14 +5,14 @@
 Budget v3 (TRAINING.md), one identical budget for the three drafters:
   * data: the target's own answers to the first 512 ShareGPT train prompts
     (`data/smollm2_sharegpt_train.jsonl`, 418 usable) followed by ShareGPT's own first answers to
-    the first 1,300 train prompts (`dspark-jax regenerate --answers dataset --limit 1300 --out
-    runs/smollm2_dataset_answers.jsonl`, 1,093 usable; the target's soft labels come from the
-    feature cache either way). Sequences are cut at 512 tokens.
-  * a reduced draft vocabulary of the 16,384 most frequent answer tokens (stop tokens always in;
-    96-97% of held-out answer tokens): the draft logits are 16,384 columns of the target's head,
+    the first 600 train prompts (`dspark-jax regenerate --answers dataset --limit 600 --out
+    runs/smollm2_dataset_answers.jsonl`, 494 usable; the target's soft labels come from the
+    feature cache either way): 912 samples, cut at 512 tokens.
+  * a reduced draft vocabulary of the 16,384 most frequent answer tokens (counted over ShareGPT's
+    10k answers and the target's; stop tokens always in; 95-97% of held-out answer tokens): the draft logits are 16,384 columns of the target's head,
     and the cache's stored log-sum-exp normalises the target's.
-  * batch 4, 64 anchors per sequence (about 1,640 supervised predictions per step), 3.25 epochs
-    (1,227 steps, about 2.0M supervised predictions: 10x budget v2), AdamW lr 6e-4.
+  * batch 4, 64 anchors per sequence (about 1,640 supervised predictions per step), 5.4 epochs
+    (1,232 steps, about 2.0M supervised predictions: 10x budget v2), AdamW lr 6e-4.
 Every drafter supervises the same anchors' 7 predictions per step (Eagle3's training-time test
 takes its loss on the same sampled anchors). Target layers are spread over depth like DeepSpec's
 (1, 8, 15, 22, 28 of 30; the last layer, 29, is not allowed). DSpark has 2 layers (the paper's
@@ -33,6 +33,10 @@ LAYERS = (1, 8, 15, 22, 28)
 REGENERATED = "data/smollm2_sharegpt_train.jsonl"
 DATASET_ANSWERS = "runs/smollm2_dataset_answers.jsonl"
 DRAFT_VOCAB = 16384
+# The draft vocabulary is counted over ShareGPT's answers to all 10k train prompts (40 s to
+# write with `regenerate --answers dataset --limit 10000`) and the target's own answers: the
+# 912 training samples hold fewer than 16,384 distinct tokens.
+VOCAB_SOURCE = "runs/smollm2_sharegpt_dataset_answers.jsonl"
 DRAFTERS = ("dspark", "dflash", "eagle3")
 MASK_TOKEN = 0  # <|endoftext|>: never inside a chat answer
 
@@ -58,10 +62,11 @@ def get_config(drafter: str = "dspark", variant: str = "") -> TrainConfig:
     draft=draft_config(drafter),
     target="smollm2-135m",
     regenerated=f"{REGENERATED},{DATASET_ANSWERS}",
+    draft_vocab_source=f"{REGENERATED},{VOCAB_SOURCE}",
     out_dir=f"runs/smollm2_{drafter}",
     max_seq_len=512,
     batch_size=4,
-    epochs=3.25,
+    epochs=5.4,
     learning_rate=6e-4,
     anchor_chunk=16,
     remat_loss=False,
@@ -74,7 +79,9 @@ def get_config(drafter: str = "dspark", variant: str = "") -> TrainConfig:
     config = dataclasses.replace(config, max_seq_len=128, batch_size=2, max_steps=2, log_every=1)
   elif variant == "v2":  # regenerate with --limit 256 into its own file for the exact data
     draft = draft_config(drafter, num_anchors=16, draft_vocab_size=0)
-    config = dataclasses.replace(config, draft=draft, regenerated=REGENERATED, epochs=8.0)
+    config = dataclasses.replace(
+      config, draft=draft, regenerated=REGENERATED, draft_vocab_source="", epochs=8.0
+    )
   elif variant:
     raise ValueError(f"unknown variant {variant!r} (known: smoke, v2)")
   return config

@@ -252,6 +252,10 @@ class TrainConfig:
   # distributions can be; SmolLM2's is about 1.8 and Adam moves a weight by about the learning
   # rate per step, so from 1 a short run never gets there. An init only; DeepSpec starts at 1.
   final_norm_from_target: bool = False
+  # Answer files (regeneration format, comma-separated) whose token counts choose a reduced
+  # draft vocabulary; "" = the training answers. A larger corpus than the training set ranks the
+  # rarer tokens better (a small training set may not even hold N distinct tokens).
+  draft_vocab_source: str = ""
   # Start DSpark/DFlash's draft layers as copies of the target's top layers (the last
   # `draft.num_layers`; attention, MLP and norms, q/k norms at 1) instead of at random. Not
   # DeepSpec's; an init only.

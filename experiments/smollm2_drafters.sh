@@ -8,7 +8,7 @@
 # the first DATASET_LIMIT (no generation: the soft labels come from the cache's target forward).
 set -euo pipefail
 LIMIT=${LIMIT:-512}
-DATASET_LIMIT=${DATASET_LIMIT:-1300}
+DATASET_LIMIT=${DATASET_LIMIT:-600}
 DATA=${DATA:-data/smollm2_sharegpt_train.jsonl}
 ANSWERS=${ANSWERS:-runs/smollm2_dataset_answers.jsonl}
 CACHE=${CACHE:-runs/smollm2_cache_v3}
@@ -25,6 +25,10 @@ stage() {  # stage NAME COMMAND...: runs and logs the wall time
 
 stage regenerate dspark-jax regenerate --model smollm2-135m --out "$DATA" --split train \
   --limit "$LIMIT" --max-new-tokens 256 --batch-size 16 --no-progress
+# The draft vocabulary is counted over all 10k train answers (configs/smollm2_135m.py).
+[[ -e runs/smollm2_sharegpt_dataset_answers.jsonl ]] || dspark-jax regenerate --answers dataset \
+  --model smollm2-135m --out runs/smollm2_sharegpt_dataset_answers.jsonl --split train \
+  --limit 10000 --max-new-tokens 256
 [[ -e $ANSWERS ]] || stage dataset_answers dspark-jax regenerate --answers dataset \
   --model smollm2-135m --out "$ANSWERS" --split train --limit "$DATASET_LIMIT" --max-new-tokens 256
 stage cache dspark-jax cache configs/smollm2_135m.py regenerated="$DATA,$ANSWERS" \

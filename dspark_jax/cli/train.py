@@ -98,7 +98,7 @@ def run_train(args) -> int:
     )
   else:
     inputs["samples"] = _samples(config)
-  draft_ids = _draft_ids(drafter, model, **inputs)
+  draft_ids = _draft_ids(drafter, model, config.draft_vocab_source, **inputs)
   result = train(
     config,
     drafter,
@@ -131,23 +131,33 @@ def run_train(args) -> int:
   return 0
 
 
-def _draft_ids(drafter, model, samples=None, cache=None):
-  """A reduced draft vocabulary's ids: the most frequent tokens of the training answers, the
-  target's stop tokens always among them (without them no proposal could end an answer).
-  None when the drafter proposes from the whole vocabulary."""
+def _draft_ids(drafter, model, source: str = "", samples=None, cache=None):
+  """A reduced draft vocabulary's ids: the most frequent tokens of the training answers (or of
+  the answer files in `source`), the target's stop tokens always among them (without them no
+  proposal could end an answer). None when the drafter proposes from the whole vocabulary."""
   n = drafter.config.draft_vocab_size
   if not n:
     return None
+  from dspark_jax.data.regenerate import read_regenerated
   from dspark_jax.drafters.draft_vocab import coverage, most_frequent_ids
 
   if cache is not None:
     answers = cache.answer_tokens()
   else:
     answers = [[t for t, m in zip(s.tokens, s.loss_mask, strict=True) if m] for s in samples]
-  ids = most_frequent_ids(answers, n, model.config.vocab_size, always=model.tokenizer.stop_ids)
+  counted = answers
+  if source:
+    counted = [
+      r["response_ids"]
+      for path in source.split(",")
+      for r in read_regenerated(path)
+      if r.get("finish") != "error"
+    ]
+  ids = most_frequent_ids(counted, n, model.config.vocab_size, always=model.tokenizer.stop_ids)
   print(
-    f"draft vocabulary: {n} of {model.config.vocab_size} tokens, covering "
-    f"{coverage(ids, answers):.2%} of the training answers' tokens",
+    f"draft vocabulary: {n} of {model.config.vocab_size} tokens"
+    + (f" (counted over {len(counted)} answers of {source})" if source else "")
+    + f", covering {coverage(ids, answers):.2%} of the training answers' tokens",
     file=sys.stderr,
   )
   return ids
