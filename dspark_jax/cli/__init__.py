@@ -14,6 +14,7 @@ import sys
 import warnings
 from pathlib import Path
 
+from dspark_jax import distributed
 from dspark_jax.cli import calibrate, evaluate, generate, regenerate, schedule, train
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])
@@ -40,6 +41,15 @@ def one_line_warnings(prefix: str):
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="dspark-jax", description=__doc__.splitlines()[0])
+  multi = parser.add_argument_group("multi-host (before the command: dspark-jax --distributed train ...)")
+  multi.add_argument(
+    "--distributed",
+    action="store_true",
+    help="initialise jax.distributed first, detecting the cluster (Cloud TPU VMs, SLURM)",
+  )
+  multi.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address")
+  multi.add_argument("--num-processes", type=int)
+  multi.add_argument("--process-id", type=int)
   sub = parser.add_subparsers(dest="command", required=True)
   generate.add_parser(sub)
   regenerate.add_parser(sub)
@@ -62,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
   }
   try:
     with one_line_warnings(f"dspark-jax {args.command}"):
+      distributed.initialize(
+        distributed.DistributedArgs(
+          args.distributed, args.coordinator, args.num_processes, args.process_id
+        )
+      )
       return commands[args.command](args)
   except (ValueError, FileNotFoundError) as e:
     # Bad input (invalid flags, missing or corrupt model files) gets one clear line, no trace.
