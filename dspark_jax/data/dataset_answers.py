@@ -98,7 +98,9 @@ def dataset_answer_rows(
     if not prompt_ids:
       problem = "the prompt encodes to no tokens"
     elif len(prompt_ids) > max_prompt_tokens:
-      problem = f"prompt has {len(prompt_ids)} tokens, more than max_prompt_tokens={max_prompt_tokens}"
+      problem = (
+        f"prompt has {len(prompt_ids)} tokens, more than max_prompt_tokens={max_prompt_tokens}"
+      )
     elif answer is None:
       problem = "the conversation has no assistant answer after its first user turn"
     resp = None

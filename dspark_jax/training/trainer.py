@@ -406,7 +406,7 @@ def _check_draft_ids_file(out: Path, draft_ids: np.ndarray) -> None:
     if old != ids:
       raise TrainingError(
         f"{out} was trained with another draft vocabulary ({len(old)} ids; now {len(ids)}, "
-        f"{sum(a != b for a, b in zip(old, ids))} differ): use a new out_dir"
+        f"{sum(a != b for a, b in zip(old, ids, strict=False))} differ): use a new out_dir"
       )
     return
   path.write_text(json.dumps(ids))

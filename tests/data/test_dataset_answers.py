@@ -13,11 +13,30 @@ from dspark_jax.io.model_files import smollm2_135m_gguf
 from dspark_jax.io.tokenizer import from_gguf_metadata
 
 RECORDS = [
-  {"id": "a", "conversations": [{"from": "human", "value": "Hi there"}, {"from": "gpt", "value": "Hello! How can I help?"}]},
-  {"id": "b", "conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue " * 40}]},
+  {
+    "id": "a",
+    "conversations": [
+      {"from": "human", "value": "Hi there"},
+      {"from": "gpt", "value": "Hello! How can I help?"},
+    ],
+  },
+  {
+    "id": "b",
+    "conversations": [
+      {"from": "system", "value": "Be brief."},
+      {"from": "human", "value": "Name a colour."},
+      {"from": "gpt", "value": "Blue " * 40},
+    ],
+  },
   {"id": "c", "conversations": [{"from": "human", "value": "No answer here"}]},
-  {"id": "d", "conversations": [{"from": "human", "value": "Empty answer"}, {"from": "gpt", "value": "  "}]},
-  {"id": "e", "conversations": [{"from": "gpt", "value": "I speak first"}, {"from": "human", "value": "ok"}]},
+  {
+    "id": "d",
+    "conversations": [{"from": "human", "value": "Empty answer"}, {"from": "gpt", "value": "  "}],
+  },
+  {
+    "id": "e",
+    "conversations": [{"from": "gpt", "value": "I speak first"}, {"from": "human", "value": "ok"}],
+  },
 ]
 
 
@@ -40,7 +59,9 @@ def tokenizer():
 
 def test_rows_render_like_the_chat_template_and_train(tmp_path, tokenizer):
   path = tmp_path / "sharegpt.json"
-  path.write_text(json.dumps(RECORDS)[:-1] + ', {"id": "cut", "conver')  # truncated like the package
+  path.write_text(
+    json.dumps(RECORDS)[:-1] + ', {"id": "cut", "conver'
+  )  # truncated like the package
   prompts = load_sharegpt(path)
   answers = da.sharegpt_answers(path)
   assert sorted(answers) == ["sharegpt:a", "sharegpt:b"]

@@ -339,7 +339,9 @@ def test_init_layers_from_target_copies_the_top_layers(tmp_path):
   top = params[f"layers_{config.num_layers - 1}"]  # a 1-layer drafter takes the last layer
   for path, leaf in jax.tree_util.tree_leaves_with_path(top):
     name = jax.tree_util.keystr(path)
-    mine = {jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(got["layers_0"])}
+    mine = {
+      jax.tree_util.keystr(p): v for p, v in jax.tree_util.tree_leaves_with_path(got["layers_0"])
+    }
     np.testing.assert_array_equal(mine[name], leaf, err_msg=name)
   assert np.all(np.asarray(got["layers_0"]["attn"]["q_norm"]["scale"]) == 1.0)
   eagle = make_drafter("eagle3", config, target_layer_ids=(-1, 0))
