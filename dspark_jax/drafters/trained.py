@@ -14,7 +14,7 @@ import jax
 from flax import linen as nn
 
 from dspark_jax.config import DraftConfig, ModelConfig
-from dspark_jax.drafters.draft_vocab import draft_frozen
+from dspark_jax.drafters.draft_vocab import check_draft_ids, draft_frozen
 from dspark_jax.models.layers import random_params
 
 
@@ -52,16 +52,26 @@ class TrainedDrafter:
   def init_params(self, rng: jax.Array, target_params, draft_ids=None) -> dict:
     """Random trainable params; `draft_ids` [N] (ascending target ids) when the config has a
     reduced draft vocabulary of N tokens."""
+    self.checked_draft_ids(draft_ids)
+    return {
+      "trainable": self.init_trainable(rng),
+      "frozen": draft_frozen(target_params, self.target, draft_ids),
+    }
+
+  def checked_draft_ids(self, draft_ids):
+    """`draft_ids` as checked int32 [N] (or None), matching the config's draft vocabulary size.
+
+    Raises:
+      ValueError: ids missing, of the wrong count, not ascending target ids, or given to a
+        drafter without a reduced draft vocabulary.
+    """
     n = self.config.draft_vocab_size
     if n and (draft_ids is None or len(draft_ids) != n):
       got = "none" if draft_ids is None else len(draft_ids)
       raise ValueError(f"this drafter's draft vocabulary needs {n} draft ids, got {got}")
     if not n and draft_ids is not None:
       raise ValueError("draft ids given for a drafter without a reduced draft vocabulary")
-    return {
-      "trainable": self.init_trainable(rng),
-      "frozen": draft_frozen(target_params, self.target, draft_ids),
-    }
+    return None if draft_ids is None else check_draft_ids(draft_ids, self.target.vocab_size)
 
   def trainable_shapes(self):
     return nn.unbox(self._abstract())

@@ -29,7 +29,7 @@ from dspark_jax import sharding
 from dspark_jax.config import ModelConfig, TrainConfig
 from dspark_jax.data.target_cache import TargetCache, online_features, online_features_jit
 from dspark_jax.decoding.generate import round_up
-from dspark_jax.drafters.draft_vocab import check_draft_ids, draft_frozen
+from dspark_jax.drafters.draft_vocab import draft_frozen
 from dspark_jax.drafters.shared import final_norm_scale
 from dspark_jax.training import feature_scale
 from dspark_jax.training.objective import dspark_objective, eagle3_objective
@@ -282,14 +282,10 @@ def train(
 
   if (samples is None) == (cache is None):
     raise TrainingError("give either samples (online features) or a target cache")
-  n_draft = drafter.config.draft_vocab_size
-  if n_draft and (draft_ids is None or len(draft_ids) != n_draft):
-    got = "none" if draft_ids is None else len(draft_ids)
-    raise TrainingError(f"draft_vocab_size={n_draft} needs {n_draft} draft ids, got {got}")
-  if not n_draft and draft_ids is not None:
-    raise TrainingError("draft ids given for a drafter without a reduced draft vocabulary")
-  if draft_ids is not None:
-    draft_ids = check_draft_ids(draft_ids, target_config.vocab_size)
+  try:
+    draft_ids = drafter.checked_draft_ids(draft_ids)
+  except ValueError as e:
+    raise TrainingError(str(e)) from None
   num = len(samples) if samples is not None else cache.num_samples
   if num < config.batch_size:
     raise TrainingError(f"{num} samples cannot fill one batch of {config.batch_size}")
