@@ -120,6 +120,9 @@ class DraftConfig:
   # Sequential Temperature Scaling of the confidence logits, one T per slot (() = none); fitted
   # by `dspark-jax calibrate` and stored beside the drafter (calibration.json).
   confidence_temperatures: tuple[float, ...] = ()
+  # Sequential Platt scaling adds one offset per slot after the temperature: sigmoid(z / T + b)
+  # (() = none; `dspark-jax calibrate --method platt`).
+  confidence_offsets: tuple[float, ...] = ()
   # Reduced draft vocabulary (Eagle3's d2t/t2d idea): the drafter's logits cover only N target
   # tokens (rows of the target's own LM head, `drafters.draft_vocab`); 0 = the whole vocabulary.
   # Verification still scores the full vocabulary, so decoding stays lossless.
@@ -153,6 +156,13 @@ class DraftConfig:
       )
     if temps and not self.confidence_head:
       raise ValueError("confidence_temperatures need a confidence head")
+    offsets = self.confidence_offsets
+    if offsets and (len(offsets) != self.block_size or not all(map(math.isfinite, offsets))):
+      raise ValueError(
+        f"confidence_offsets needs {self.block_size} finite values, got {list(offsets)}"
+      )
+    if offsets and not self.confidence_head:
+      raise ValueError("confidence_offsets need a confidence head")
     if self.draft_vocab_size < 0:
       raise ValueError(f"draft_vocab_size must be >= 0 (0 = full), got {self.draft_vocab_size}")
     # Fields that do not apply take one canonical value, so equal configs are equal functions

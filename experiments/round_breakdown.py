@@ -71,7 +71,11 @@ def breakdown(model, params, drafter, draft_params, prompt, batch: int, repeats:
   proposal = propose(draft_params, state)[0]
   headless = make_drafter(
     dataclasses.replace(
-      drafter.config, head="none", confidence_head=False, confidence_temperatures=()
+      drafter.config,
+      head="none",
+      confidence_head=False,
+      confidence_temperatures=(),
+      confidence_offsets=(),
     ),
     config,
   )

@@ -108,6 +108,37 @@ def test_calibrate_flags_give_one_clear_error(flags, message, capsys):
   assert message in err and "Traceback" not in err
 
 
+def test_calibrate_refits_saved_rounds_and_writes_platt_offsets(tmp_path, capsys):
+  """--rounds: no model, no rollouts; the held-out fit uses whole batches; --write stores both
+  the temperatures and the offsets beside the drafter."""
+  import json
+
+  import numpy as np
+
+  from dspark_jax.eval import calibration as cal
+
+  rng = np.random.default_rng(0)
+  true = rng.normal(0.0, 1.5, (3000, 3))
+  prefix = np.cumprod(rng.uniform(size=true.shape) < 1 / (1 + np.exp(-true)), 1).astype(float)
+  rounds = tmp_path / "rounds.npz"
+  np.savez(rounds, logits=true + 1.0, prefix_accepted=prefix, batch=np.arange(3000) // 300)
+  drafter = tmp_path / "drafter"
+  drafter.mkdir()
+  argv = ["calibrate", "--drafter", str(drafter), "--rounds", str(rounds), "--method", "platt"]
+  assert main([*argv, "--out", str(tmp_path / "out"), "--write"]) == 0
+  report = json.loads((tmp_path / "out" / "calibration.json").read_text())
+  assert report["held_out"]["fit_rounds"] == report["held_out"]["scored_rounds"] == 1500
+  temps, offsets = cal.fit_platt(true + 1.0, prefix)
+  np.testing.assert_allclose(report["offsets"], offsets, rtol=1e-9)
+  assert report["after"]["ece"][0] < report["before"]["ece"][0] / 2
+  stored = json.loads((drafter / "calibration.json").read_text())
+  np.testing.assert_allclose(stored["confidence_temperatures"], temps, rtol=1e-9)
+  np.testing.assert_allclose(stored["confidence_offsets"], offsets, rtol=1e-9)
+  assert "| 1 |" in capsys.readouterr().out
+  assert main([*argv, "--fit-fraction", "1.5"]) == 2
+  assert "--fit-fraction must be in (0, 1)" in capsys.readouterr().err
+
+
 @pytest.mark.real_model
 @pytest.mark.parametrize(
   "argv,message",

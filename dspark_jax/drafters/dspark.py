@@ -275,9 +275,10 @@ class DSparkDrafter(TrainedDrafter):
         token = choose(k, logits).astype(jnp.int32)
         if conf is None:
           conf = jnp.zeros((b,))
-        else:  # STS: slot k's logit over its fitted temperature (order-preserving)
-          temps = self.config.confidence_temperatures
-          conf = jax.nn.sigmoid(conf if not temps else conf / jnp.asarray(temps)[k])
+        else:  # STS / Platt: z / T_k + b_k per slot (order-preserving within a slot)
+          temps, offsets = self.config.confidence_temperatures, self.config.confidence_offsets
+          conf = conf if not temps else conf / jnp.asarray(temps)[k]
+          conf = jax.nn.sigmoid(conf if not offsets else conf + jnp.asarray(offsets)[k])
         return (token, head_state), (token, logits, conf)
 
       init = (anchor_tokens.astype(jnp.int32), model.initial_head_state((b,)))

@@ -73,13 +73,20 @@ def roc_auc(scores_N, labels_N) -> float:
   return float(u / (pos * neg))
 
 
-def cumulative_confidence(logits_NxG, temperatures_G=None) -> np.ndarray:
-  """[N, G] a_k = prod_{j<=k} sigmoid(z_j / T_j)."""
+def cumulative_confidence(logits_NxG, temperatures_G=None, offsets_G=None) -> np.ndarray:
+  """[N, G] a_k = prod_{j<=k} sigmoid(z_j / T_j + b_j) (T = 1, b = 0 where not given)."""
   z = np.asarray(logits_NxG, np.float64)
   t = np.ones(z.shape[1]) if temperatures_G is None else np.asarray(temperatures_G, np.float64)
+  b = np.zeros(z.shape[1]) if offsets_G is None else np.asarray(offsets_G, np.float64)
   if t.shape != (z.shape[1],) or (t <= 0).any():
     raise ValueError(f"need {z.shape[1]} positive temperatures, got {t}")
-  return np.cumprod(1.0 / (1.0 + np.exp(-z / t)), axis=1)
+  if b.shape != (z.shape[1],) or not np.isfinite(b).all():
+    raise ValueError(f"need {z.shape[1]} finite offsets, got {b}")
+  return np.cumprod(_sigmoid(z / t + b), axis=1)
+
+
+def _sigmoid(x):
+  return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
 
 
 def fit_sts(logits_NxG, prefix_accepted_NxG, grid=TEMPERATURE_GRID) -> np.ndarray:
@@ -98,9 +105,76 @@ def fit_sts(logits_NxG, prefix_accepted_NxG, grid=TEMPERATURE_GRID) -> np.ndarra
   return temperatures
 
 
-def per_slot_report(logits_NxG, prefix_accepted_NxG, temperatures_G=None) -> dict:
+# Bounds of the Platt fit: the STS grid's temperature range, and offsets that a logit of a
+# never-accepted slot cannot push to infinity.
+PLATT_LOG_T_BOUND = float(np.log(20.0))
+PLATT_OFFSET_BOUND = 20.0
+# A slot with fewer accepted (or rejected) rounds than this keeps T = 1, b = 0: two free
+# parameters on a handful of positives only memorise them (SmolLM2's slot 6 had 3 of 4,767 and
+# the fit ran to the bounds).
+PLATT_MIN_OUTCOMES = 30
+
+
+def fit_platt(logits_NxG, prefix_accepted_NxG) -> tuple[np.ndarray, np.ndarray]:
+  """([G] temperatures, [G] offsets) by sequential Platt scaling (left to right, earlier slots
+  fixed): slot k minimises the mean log loss of a_{k-1} * sigmoid(z_k / T_k + b_k) against y_k.
+  Slots with fewer than `PLATT_MIN_OUTCOMES` of either outcome are left at T = 1, b = 0."""
+  from scipy.optimize import minimize
+
+  z = np.asarray(logits_NxG, np.float64)
+  y = np.asarray(prefix_accepted_NxG, np.float64)
+  if z.shape != y.shape or z.ndim != 2:
+    raise ValueError(f"logits {z.shape} and labels {y.shape} must be equal [N, G] shapes")
+  g = z.shape[1]
+  temperatures, offsets = np.ones(g), np.zeros(g)
+  before = np.ones(z.shape[0])
+  eps = 1e-12
+  for k in range(g):
+    zk, yk = z[:, k], y[:, k]
+    if min(yk.sum(), len(yk) - yk.sum()) < PLATT_MIN_OUTCOMES:
+      before = before * _sigmoid(zk)
+      continue
+
+    def loss_and_grad(p, zk=zk, yk=yk, before=before):
+      s = _sigmoid(zk * np.exp(-p[0]) + p[1])
+      a = np.clip(before * s, eps, 1 - eps)
+      loss = -np.mean(yk * np.log(a) + (1 - yk) * np.log1p(-a))
+      # d loss / d u with u = z e^{-log T} + b, a = before * sigmoid(u).
+      du = (-yk / a + (1 - yk) / (1 - a)) * a * (1 - s)
+      return loss, np.array([np.mean(du * -zk * np.exp(-p[0])), np.mean(du)])
+
+    bounds = [(-PLATT_LOG_T_BOUND, PLATT_LOG_T_BOUND), (-PLATT_OFFSET_BOUND, PLATT_OFFSET_BOUND)]
+    fit = minimize(loss_and_grad, np.zeros(2), jac=True, method="L-BFGS-B", bounds=bounds)
+    temperatures[k], offsets[k] = np.exp(fit.x[0]), fit.x[1]
+    before = before * _sigmoid(zk / temperatures[k] + offsets[k])
+  return temperatures, offsets
+
+
+def split_rounds(groups_N, fit_fraction: float = 0.5):
+  """(fit mask, held-out mask) [N] bool: whole groups (rollout batches, so whole prompts) go to
+  one side, the first `fit_fraction` of the groups in order to the fit."""
+  groups = np.asarray(groups_N)
+  if not 0 < fit_fraction < 1:
+    raise ValueError(f"fit_fraction must be in (0, 1), got {fit_fraction}")
+  order = np.unique(groups)
+  if len(order) < 2:
+    raise ValueError("need rounds from at least two rollout batches to hold some out")
+  cut = min(max(int(round(fit_fraction * len(order))), 1), len(order) - 1)
+  fit = np.isin(groups, order[:cut])
+  return fit, ~fit
+
+
+def noise_floor(scores_N, draws: int = 200, seed: int = 0) -> float:
+  """Mean ECE of labels drawn from Bernoulli(score) itself: what a perfectly calibrated head
+  with these scores and this sample size would show; no fit reliably goes below it."""
+  scores = np.asarray(scores_N, np.float64)
+  rng = np.random.default_rng(seed)
+  return float(np.mean([ece(scores, rng.random(scores.shape) < scores) for _ in range(draws)]))
+
+
+def per_slot_report(logits_NxG, prefix_accepted_NxG, temperatures_G=None, offsets_G=None) -> dict:
   """ECE, ROC-AUC and Brier of a_k per slot, as lists of length G."""
-  a = cumulative_confidence(logits_NxG, temperatures_G)
+  a = cumulative_confidence(logits_NxG, temperatures_G, offsets_G)
   y = np.asarray(prefix_accepted_NxG, np.float64)
   cols = range(a.shape[1])
   return {

@@ -76,7 +76,9 @@ def run_benchmark(
 ) -> dict:
   """Metrics of one benchmark's token-id prompts: `acceptance_metrics` plus prompts, generated
   tokens and seconds (wall time, compilation included). With `rounds`, also "rounds_trace":
-  NumPy (confidence [N, G], accepted [N]) of every round that verified all G slots. `schedule`
+  NumPy (confidence [N, G], accepted [N]) of every round that verified all G slots, and
+  "rounds_batch" [N]: the index of each round's first prompt's batch (held-out splits keep
+  whole prompts on one side). `schedule`
   is a `decoding.scheduler` policy (None: every slot verified, what acceptance is defined on).
   """
   from dspark_jax.decoding.loop import SpecConfig, speculative_generate
@@ -91,7 +93,7 @@ def run_benchmark(
     pad_id=pad_id,
   )
   counts = {k: [] for k in COUNTS}
-  conf, acc = [], []
+  conf, acc, batch_of = [], [], []
   tokens = verified = drafted = num_rounds = 0
   start = time.perf_counter()
   for first in range(0, len(prompts), settings.batch_size):
@@ -115,6 +117,7 @@ def run_benchmark(
       c, a = full_rounds(result.trace, drafter.draft_len)
       conf.append(c)
       acc.append(a)
+      batch_of.append(np.full(len(a), first // settings.batch_size))
     for k in COUNTS:
       counts[k].append(np.asarray(getattr(result, k)))
     tokens += result.num_tokens
@@ -131,6 +134,7 @@ def run_benchmark(
   }
   if rounds:
     out["rounds_trace"] = (np.concatenate(conf), np.concatenate(acc))
+    out["rounds_batch"] = np.concatenate(batch_of)
   return out
 
 

@@ -9,9 +9,17 @@ import numpy as np
 from dspark_jax.eval.calibration import cumulative_confidence, ece, reliability
 
 
-def reliability_diagram(logits_NxG, prefix_accepted_NxG, temperatures_G, path: str | Path) -> Path:
+def reliability_diagram(
+  logits_NxG,
+  prefix_accepted_NxG,
+  temperatures_G,
+  path: str | Path,
+  offsets_G=None,
+  name: str = "STS",
+) -> Path:
   """One panel per slot: mean realised prefix acceptance against mean cumulative confidence per
-  bin, before (raw) and after STS, with each curve's ECE in the legend. Writes a PNG."""
+  bin, before (raw) and after calibration (`name`), with each curve's ECE in the legend. Writes
+  a PNG."""
   import matplotlib
 
   matplotlib.use("Agg")
@@ -21,7 +29,7 @@ def reliability_diagram(logits_NxG, prefix_accepted_NxG, temperatures_G, path: s
   g = y.shape[1]
   curves = {
     "raw": cumulative_confidence(logits_NxG),
-    "STS": cumulative_confidence(logits_NxG, temperatures_G),
+    name: cumulative_confidence(logits_NxG, temperatures_G, offsets_G),
   }
   cols = min(g, 4)
   rows = -(-g // cols)

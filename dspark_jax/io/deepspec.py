@@ -101,16 +101,21 @@ def _from_torch(w: np.ndarray, shape: tuple[int, ...], n_in: int) -> np.ndarray:
 
 
 SHARED_TENSORS = ("embed_tokens.weight", "lm_head.weight")  # the target's, never trained
-# Fitted STS temperatures live beside the DeepSpec files, which have no field for them; a folder
-# without it loads uncalibrated.
+# Fitted STS temperatures (and Platt offsets) live beside the DeepSpec files, which have no
+# field for them; a folder without it loads uncalibrated.
 CALIBRATION_FILE = "calibration.json"
 
 
-def write_calibration(folder: str | Path, temperatures, report: dict | None = None) -> Path:
-  """Stores per-slot STS temperatures (and the fit's report) with a drafter; `load_drafter`
-  applies them to the confidence head."""
+def write_calibration(
+  folder: str | Path, temperatures, report: dict | None = None, offsets=None
+) -> Path:
+  """Stores per-slot STS temperatures (with Platt scaling also offsets, and the fit's report)
+  with a drafter; `load_drafter` applies them to the confidence head."""
   path = Path(folder) / CALIBRATION_FILE
-  record = {"confidence_temperatures": [float(t) for t in temperatures], **(report or {})}
+  record = {"confidence_temperatures": [float(t) for t in temperatures]}
+  if offsets is not None:
+    record["confidence_offsets"] = [float(b) for b in offsets]
+  record.update(report or {})
   tmp = path.with_suffix(".json.tmp")
   tmp.write_text(json.dumps(record, indent=2) + "\n")
   tmp.replace(path)
@@ -426,9 +431,15 @@ def load_drafter(path: str | Path, target: ModelConfig, target_params):
   get = tensor_getter(folder)
   calibration = folder / CALIBRATION_FILE
   if calibration.is_file():
-    temps = json.loads(calibration.read_text()).get("confidence_temperatures", [])
+    record = json.loads(calibration.read_text())
+    temps = record.get("confidence_temperatures", [])
+    offsets = record.get("confidence_offsets", [])
     try:
-      config = dataclasses.replace(config, confidence_temperatures=tuple(map(float, temps)))
+      config = dataclasses.replace(
+        config,
+        confidence_temperatures=tuple(map(float, temps)),
+        confidence_offsets=tuple(map(float, offsets)),
+      )
     except ValueError as e:
       raise CheckpointError(f"{calibration}: {e}") from None
   try:

@@ -93,3 +93,65 @@ def test_sts_never_raises_the_ece_it_fits_even_when_calibrated():
     unscaled_k = temps.copy()
     unscaled_k[k:] = 1.0
     assert after[k] <= cal.per_slot_report(logits, prefix, unscaled_k)["ece"][k] + 1e-15
+
+
+def log_loss(scores, labels):
+  p = np.clip(scores, 1e-12, 1 - 1e-12)
+  return -np.mean(labels * np.log(p) + (1 - labels) * np.log1p(-p))
+
+
+def test_platt_removes_an_offset_no_temperature_can():
+  """Logits shifted by +1 (too confident everywhere): STS keeps sigmoid(0) = 1/2 fixed, so slot 1
+  stays off; Platt recovers the shift and reaches the ECE of the true probabilities."""
+  true_logits, prefix = rollouts(scale=1.0, seed=2)
+  logits = true_logits + 1.0
+  temps, offsets = cal.fit_platt(logits, prefix)
+  assert offsets[0] == pytest.approx(-1.0, abs=0.1) and temps[0] == pytest.approx(1.0, abs=0.1)
+  truth = cal.per_slot_report(true_logits, prefix)["ece"]
+  platt = cal.per_slot_report(logits, prefix, temps, offsets)["ece"]
+  sts = cal.per_slot_report(logits, prefix, cal.fit_sts(logits, prefix))["ece"]
+  assert platt[0] < truth[0] + 0.005 and platt[0] < sts[0] / 2
+  # Each slot's fit is no worse in log loss than its starting point (T = 1, b = 0) or STS's
+  # temperature with b = 0, the earlier slots' fitted values held.
+  sts_t = cal.fit_sts(logits, prefix)
+  for k in range(logits.shape[1]):
+    t, b = temps.copy(), offsets.copy()
+    fitted = log_loss(cal.cumulative_confidence(logits, t, b)[:, k], prefix[:, k])
+    for start_t in (1.0, sts_t[k]):
+      t[k], b[k] = start_t, 0.0
+      other = log_loss(cal.cumulative_confidence(logits, t, b)[:, k], prefix[:, k])
+      assert fitted <= other + 1e-9
+    scaled = logits[:, k] / temps[k] + offsets[k]
+    np.testing.assert_array_equal(
+      np.argsort(scaled, kind="stable"), np.argsort(logits[:, k], kind="stable")
+    )
+
+
+def test_platt_stays_finite_on_a_slot_never_accepted():
+  logits, prefix = rollouts(n=2000, g=3, seed=3)
+  prefix[:, 2] = 0.0
+  temps, offsets = cal.fit_platt(logits, prefix)
+  assert np.isfinite(offsets).all() and (temps > 0).all()
+  assert (temps[2], offsets[2]) == (1.0, 0.0)  # too few outcomes to fit: left alone
+  prefix[np.flatnonzero(prefix[:, 1])[: cal.PLATT_MIN_OUTCOMES], 2] = 1.0  # now just enough
+  temps, offsets = cal.fit_platt(logits, prefix)
+  assert abs(offsets[2]) <= cal.PLATT_OFFSET_BOUND and (temps[2], offsets[2]) != (1.0, 0.0)
+
+
+def test_split_keeps_whole_batches_on_one_side():
+  groups = np.repeat([4, 0, 1, 3], [5, 2, 7, 1])
+  fit, held = cal.split_rounds(groups, 0.5)
+  assert set(groups[fit]) == {0, 1} and set(groups[held]) == {3, 4}
+  assert not (fit & held).any() and (fit | held).all()
+  with pytest.raises(ValueError, match="two rollout batches"):
+    cal.split_rounds(np.zeros(5), 0.5)
+
+
+def test_noise_floor_is_the_ece_a_calibrated_head_shows():
+  """Labels drawn from the scores themselves: their ECE scatters around the floor."""
+  rng = np.random.default_rng(4)
+  scores = rng.uniform(0, 1, 3000)
+  floor = cal.noise_floor(scores)
+  observed = [cal.ece(scores, rng.random(3000) < scores) for _ in range(50)]
+  assert 0.7 * floor < np.mean(observed) < 1.3 * floor
+  assert cal.noise_floor(scores[:300]) > 2 * floor  # about 1 / sqrt(N)

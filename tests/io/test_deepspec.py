@@ -84,8 +84,21 @@ def test_stored_sts_temperatures_rescale_only_the_confidence_logits(tmp_path):
     rtol=1e-3,
     atol=1e-4,
   )
+  offsets = [-0.5, 0.25, 0.0, 1.0][: drafter.draft_len]
+  write_calibration(tmp_path, temps, None, offsets)  # Platt: z / T + b
+  platt, pparams = load_drafter(tmp_path, config, params)
+  assert platt.config.confidence_offsets == tuple(offsets)
+  np.testing.assert_allclose(
+    logit(np.asarray(propose(platt, pparams).confidence, np.float64)),
+    logit(np.asarray(raw.confidence, np.float64)) / np.array(temps) + np.array(offsets),
+    rtol=1e-3,
+    atol=1e-4,
+  )
   write_calibration(tmp_path, [1.0])  # wrong length: refused on load
   with pytest.raises(CheckpointError, match="confidence_temperatures"):
+    load_drafter(tmp_path, config, params)
+  write_calibration(tmp_path, temps, None, [float("nan")] * len(temps))
+  with pytest.raises(CheckpointError, match="confidence_offsets"):
     load_drafter(tmp_path, config, params)
 
 
