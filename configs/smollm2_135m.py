@@ -22,7 +22,7 @@ activations (remat_loss=False): at this size they take well under a GB.
 
 Variants: `v2` is the previous budget (the first 256 prompts' 212 answers, full vocabulary,
 16 anchors, 8 epochs: 190k predictions; its numbers are TRAINING.md's "CPU budget v2"), `smoke`
-runs 2 steps of batch 2 on 128 tokens.
+runs 2 steps of batch 2 on 128 tokens from the committed answers alone (online, no cache).
 """
 
 import dataclasses
@@ -75,8 +75,16 @@ def get_config(drafter: str = "dspark", variant: str = "") -> TrainConfig:
     checkpoint_every=50,
     save_shared=False,  # the committed drafter must stay under 40 MB; loading takes the target's
   )
-  if variant == "smoke":
-    config = dataclasses.replace(config, max_seq_len=128, batch_size=2, max_steps=2, log_every=1)
+  if variant == "smoke":  # only committed data, no cache: runs on a fresh clone (notebook 02)
+    config = dataclasses.replace(
+      config,
+      regenerated=REGENERATED,
+      draft_vocab_source="",
+      max_seq_len=128,
+      batch_size=2,
+      max_steps=2,
+      log_every=1,
+    )
   elif variant == "v2":  # regenerate with --limit 256 into its own file for the exact data
     draft = draft_config(drafter, num_anchors=16, draft_vocab_size=0)
     config = dataclasses.replace(
