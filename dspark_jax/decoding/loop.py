@@ -32,6 +32,7 @@ from dspark_jax.decoding.generate import (
   prefill_first_token,
   round_up,
 )
+from dspark_jax.decoding.sampling import RowSampling
 from dspark_jax.decoding.verify import verify
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.transformer import forward
@@ -74,10 +75,14 @@ class SpecState:
   verify_len: jax.Array  # [B] int32, per-row verification length (<= G)
   done: jax.Array  # [B] bool
   request_ids: jax.Array  # [B]
-  seed: jax.Array  # []
+  seed: jax.Array  # [] uint32, or [B]: one seed per row (the serving engine)
   stats: SpecStats
   schedule: scheduler.ScheduleState
   trace: RoundTrace | None = None  # recorded only when asked (speculative_generate(trace=True))
+  # Per-row sampling parameters and token budgets (the serving engine's slots); None: every row
+  # uses `spec.sampling` and `spec.max_new_tokens`.
+  sampling: RowSampling | None = None
+  max_tokens: jax.Array | None = None  # [B] int32, each <= spec.max_new_tokens
 
 
 def _stop_index(block_BxK: jax.Array, count_B: jax.Array, stop_ids) -> jax.Array:
@@ -105,9 +110,15 @@ def spec_prefill(
   drafter,
   spec: SpecConfig,
   trace: bool = False,
+  sampling: RowSampling | None = None,
+  max_tokens_B: jax.Array | None = None,
 ) -> SpecState:
-  """Target prefill (with the drafter's feature layers), first token, drafter state."""
+  """Target prefill (with the drafter's feature layers), first token, drafter state.
+
+  `sampling` and `max_tokens_B` give each row its own sampling parameters and token budget
+  (kept in the state for every later round); by default every row uses `spec`'s."""
   batch = prompts_BxP.shape[0]
+  limit = spec.max_new_tokens if max_tokens_B is None else max_tokens_B
   out, first = prefill_first_token(
     target_params,
     prompts_BxP,
@@ -116,7 +127,7 @@ def spec_prefill(
     request_ids_B,
     seed,
     target_config,
-    spec.sampling,
+    spec.sampling if sampling is None else sampling,
     drafter.feature_layers,
   )
   cache = out.cache
@@ -126,7 +137,7 @@ def spec_prefill(
   tokens = jnp.full((batch, spec.max_new_tokens), spec.pad_id, jnp.int32).at[:, 0].set(first)
   g = drafter.draft_len
   stopped = _stop_index(first[:, None], jnp.ones_like(prompt_lens_B), spec.stop_ids) == 0
-  done = stopped | (spec.max_new_tokens <= 1) | (prompt_lens_B + g + 1 > cache.capacity)
+  done = stopped | (limit <= 1) | (prompt_lens_B + g + 1 > cache.capacity)
   zeros_b = jnp.zeros((batch,), jnp.int32)
   zeros_bg = jnp.zeros((batch, g), jnp.int32)
   stats = SpecStats(zeros_b, zeros_bg, zeros_bg, zeros_bg, zeros_b, zeros_b, zeros_b)
@@ -151,6 +162,8 @@ def spec_prefill(
     stats,
     scheduler.initial_state(batch, g),
     record,
+    sampling,
+    None if max_tokens_B is None else jnp.asarray(max_tokens_B, jnp.int32),
   )
 
 
@@ -186,10 +199,12 @@ def spec_decode(
     rounds, s = carry
     anchor_pos = s.cache.lengths  # slot == position: the cache is contiguous per row
     active = ~s.done
+    sampling = spec.sampling if s.sampling is None else s.sampling
+    limit = spec.max_new_tokens if s.max_tokens is None else s.max_tokens
 
     def propose(draft_state):
       return drafter.propose(
-        draft_params, draft_state, s.anchor, anchor_pos, spec.sampling, s.seed, s.request_ids
+        draft_params, draft_state, s.anchor, anchor_pos, sampling, s.seed, s.request_ids
       )
 
     if can_skip:
@@ -253,7 +268,7 @@ def spec_decode(
       # The cache is written here, outside the switch, so XLA updates it in place (G + 1
       # entries; those past a row's new length are rolled back below and never read).
       cache = s.cache.write_entries(entries)
-    keys = (spec.sampling, s.seed, s.request_ids, anchor_pos + 1)
+    keys = (sampling, s.seed, s.request_ids, anchor_pos + 1)
     verify_drafts = lambda: verify(logits, proposal.tokens, proposal.logits, lengths, *keys)
     if can_skip:
       # A plain round verifies nothing: only the anchor's logits are read (the same draw as
@@ -274,9 +289,7 @@ def spec_decode(
     count = num_acc + 1
     stop_at = _stop_index(new, count, spec.stop_ids)
     hit_stop = stop_at < count
-    count = jnp.minimum(
-      jnp.where(hit_stop, stop_at + 1, count), spec.max_new_tokens - s.num_generated
-    )
+    count = jnp.minimum(jnp.where(hit_stop, stop_at + 1, count), limit - s.num_generated)
     count = jnp.where(active, count, 0)
     columns = jnp.where(slot < count[:, None], s.num_generated[:, None] + slot, spec.max_new_tokens)
     rows = jnp.arange(new.shape[0])[:, None]
@@ -288,7 +301,7 @@ def spec_decode(
     done = (
       s.done
       | hit_stop
-      | (num_generated >= spec.max_new_tokens)
+      | (num_generated >= limit)
       | (new_len + g + 1 > cache.capacity)
     )
 

@@ -13,6 +13,8 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import struct
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +39,39 @@ class SamplingParams:
     return self.temperature == 0.0
 
 
-def filter_logits(logits_BxV: jax.Array, params: SamplingParams) -> jax.Array:
+@struct.dataclass
+class RowSampling:
+  """Sampling parameters per row, as arrays (the serving engine's slots each hold a request with
+  its own). A row with temperature 0 is greedy: its filtered distribution is one-hot at the
+  argmax (the first maximum, as `argmax` picks), so drawing from it, and verifying against it,
+  gives exactly plain greedy decoding's tokens."""
+
+  temperature: jax.Array  # [B] float32, 0 = greedy
+  top_k: jax.Array  # [B] int32, 0 = no top-k filter
+  top_p: jax.Array  # [B] float32 in (0, 1]
+
+  # Static: rows always take the sampling path (greedy rows through their one-hot distribution).
+  greedy = False
+
+  @classmethod
+  def of(cls, params: list[SamplingParams]) -> RowSampling:
+    """Stacks validated per-request parameters into row arrays."""
+    return cls(
+      np.asarray([p.temperature for p in params], np.float32),
+      np.asarray([p.top_k for p in params], np.int32),
+      np.asarray([p.top_p for p in params], np.float32),
+    )
+
+
+def filter_logits(logits_BxV: jax.Array, params: SamplingParams | RowSampling) -> jax.Array:
   """Log-weights of the sampling distribution: logits / T with tokens outside top-k/top-p at -inf.
 
   The order is temperature, then top-k, then top-p on the renormalised top-k distribution (as
-  in HF transformers). Ties at a cut-off are all kept.
+  in HF transformers). Ties at a cut-off are all kept. `logits` is [B, ..., V]; with
+  `RowSampling`, row b uses the parameters at index b.
   """
+  if isinstance(params, RowSampling):
+    return _filter_rows(logits_BxV, params)
   logits = logits_BxV.astype(jnp.float32)
   scaled = logits / params.temperature
   top_k = params.top_k if 0 < params.top_k < scaled.shape[-1] else 0
@@ -70,15 +99,60 @@ def filter_logits(logits_BxV: jax.Array, params: SamplingParams) -> jax.Array:
   return jnp.where(scaled >= threshold[..., None], scaled, -jnp.inf)
 
 
+def _filter_rows(logits_BxV: jax.Array, rows: RowSampling) -> jax.Array:
+  """`filter_logits` with per-row parameters. The same cut-offs as the static path (the top-k
+  threshold is the k-th largest value, top-p keeps the smallest prefix of the renormalised
+  top-k distribution reaching p); the sort runs only when some row filters."""
+  logits = logits_BxV.astype(jnp.float32)
+  v = logits.shape[-1]
+  per_row = lambda x: jnp.reshape(x, x.shape + (1,) * (logits.ndim - x.ndim))  # [B, 1.., 1]
+  temperature = jnp.asarray(rows.temperature, jnp.float32)
+  greedy = per_row(temperature == 0)
+  scaled = logits / per_row(jnp.where(temperature > 0, temperature, 1.0))
+  top_k = jnp.asarray(rows.top_k, jnp.int32)
+  top_k = per_row(jnp.where((top_k > 0) & (top_k < v), top_k, v))
+  top_p = per_row(jnp.asarray(rows.top_p, jnp.float32))
+
+  def cut(scaled):
+    sorted_desc = -jnp.sort(-scaled, axis=-1)
+    kth = jnp.take_along_axis(sorted_desc, top_k - 1, axis=-1)
+    ranks = jnp.arange(v)
+    in_top_k = ranks < top_k
+    probs = jax.nn.softmax(jnp.where(in_top_k, sorted_desc, -jnp.inf), axis=-1)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    kept = jnp.sum(in_top_k & (mass_before < top_p), axis=-1, keepdims=True)
+    pth = jnp.take_along_axis(sorted_desc, jnp.maximum(kept, 1) - 1, axis=-1)
+    threshold = jnp.maximum(
+      jnp.where(top_k < v, kth, -jnp.inf), jnp.where(top_p < 1.0, pth, -jnp.inf)
+    )
+    return jnp.where(scaled >= threshold, scaled, -jnp.inf)
+
+  filters = jnp.any((top_k < v) | (top_p < 1.0))
+  scaled = jax.lax.cond(filters, cut, lambda x: x, scaled)
+  best = jnp.argmax(logits, axis=-1)[..., None]
+  one_hot = jnp.where(jnp.arange(v) == best, 0.0, -jnp.inf)
+  return jnp.where(greedy, one_hot, scaled)
+
+
 def token_keys(seed: jax.Array | int, request_ids_B: jax.Array, positions_B: jax.Array):
-  """One PRNG key per row, a pure function of (seed, request id, position)."""
-  base = jax.random.key(seed)
-  return jax.vmap(lambda r, p: jax.random.fold_in(jax.random.fold_in(base, r), p))(
-    request_ids_B, positions_B
-  )
+  """One PRNG key per row, a pure function of (seed, request id, position).
+
+  `seed` is one seed for the batch ([]) or one per row ([B], the serving engine's slots); a row
+  gets the same key either way."""
+  seed = jnp.asarray(seed)
+  if seed.ndim == 0:
+    base = jax.random.key(seed)
+    return jax.vmap(lambda r, p: jax.random.fold_in(jax.random.fold_in(base, r), p))(
+      request_ids_B, positions_B
+    )
+  return jax.vmap(
+    lambda s, r, p: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), r), p)
+  )(seed, request_ids_B, positions_B)
 
 
-def sample(logits_BxV: jax.Array, params: SamplingParams, keys_B: jax.Array) -> jax.Array:
+def sample(
+  logits_BxV: jax.Array, params: SamplingParams | RowSampling, keys_B: jax.Array
+) -> jax.Array:
   """Draws one token per row: argmax if greedy, else from `filter_logits`. Returns [B] int32."""
   if params.greedy:
     return jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
