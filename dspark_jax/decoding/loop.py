@@ -298,12 +298,7 @@ def spec_decode(
 
     new_len = jnp.where(active, anchor_pos + 1 + num_acc, anchor_pos)
     cache = cache.with_lengths(new_len)
-    done = (
-      s.done
-      | hit_stop
-      | (num_generated >= limit)
-      | (new_len + g + 1 > cache.capacity)
-    )
+    done = s.done | hit_stop | (num_generated >= limit) | (new_len + g + 1 > cache.capacity)
 
     admitted_k = (jnp.arange(g)[None] < lengths[:, None]) & active[:, None]
     accepted_k = (jnp.arange(g)[None] < num_acc[:, None]) & active[:, None]

@@ -145,9 +145,9 @@ def token_keys(seed: jax.Array | int, request_ids_B: jax.Array, positions_B: jax
     return jax.vmap(lambda r, p: jax.random.fold_in(jax.random.fold_in(base, r), p))(
       request_ids_B, positions_B
     )
-  return jax.vmap(
-    lambda s, r, p: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), r), p)
-  )(seed, request_ids_B, positions_B)
+  return jax.vmap(lambda s, r, p: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), r), p))(
+    seed, request_ids_B, positions_B
+  )
 
 
 def sample(

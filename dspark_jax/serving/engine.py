@@ -44,8 +44,13 @@ import numpy as np
 from dspark_jax.config import ModelConfig
 from dspark_jax.decoding.budget import check_memory
 from dspark_jax.decoding.generate import pad_prompts
-from dspark_jax.decoding.loop import SpecConfig, SpecState, _draft_cache_bytes, spec_decode
-from dspark_jax.decoding.loop import spec_prefill
+from dspark_jax.decoding.loop import (
+  SpecConfig,
+  SpecState,
+  _draft_cache_bytes,
+  spec_decode,
+  spec_prefill,
+)
 from dspark_jax.decoding.sampling import RowSampling, SamplingParams
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.serving.slots import insert_jit
@@ -179,7 +184,6 @@ class Engine:
     stop_ids: tuple[int, ...] = (),
     pad_id: int = 0,
   ):
-    g = drafter.draft_len
     if slots < 1:
       raise ValueError(f"slots must be >= 1, got {slots}")
     if max_tokens < 1 or max_context < MIN_BUCKET + max_tokens:

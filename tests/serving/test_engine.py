@@ -3,7 +3,6 @@
 
 import threading
 
-import numpy as np
 import pytest
 
 from dspark_jax.decoding import scheduler
