@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from dspark_jax import distributed
-from dspark_jax.cli import calibrate, evaluate, generate, regenerate, schedule, train
+from dspark_jax.cli import calibrate, evaluate, generate, regenerate, schedule, serve, train
 
 _PACKAGE = str(Path(__file__).resolve().parents[1])
 
@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
   evaluate.add_parser(sub)
   calibrate.add_parser(sub)
   schedule.add_parser(sub)
+  serve.add_parser(sub)
   try:
     args = parser.parse_args(argv)
   except SystemExit as e:  # argparse has printed the usage and the error (or --help)
@@ -71,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     "eval": evaluate.run,
     "calibrate": calibrate.run,
     "profile": schedule.run_profile,
+    "serve": serve.run,
   }
   try:
     with one_line_warnings(f"dspark-jax {args.command}"):

@@ -51,3 +51,25 @@ def check_ngram_flags(args, ngram_name: str) -> None:
       )
     if value < 1:
       raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def load_drafter_from_flags(args, model, params, ngram_draft_len: int, ngram_max: int):
+  """(drafter, draft params, name) for --drafter none|ngram|checkpoint and --verify-slots.
+
+  `none` is the n-gram drafter never verified (plain decoding needs a drafter object only in
+  the engine, which runs every schedule through one loop)."""
+  from dspark_jax.drafters.ngram import NgramDrafter
+
+  if args.drafter == "checkpoint":
+    from dspark_jax.io.deepspec import load_drafter
+
+    drafter, draft_params = load_drafter(args.drafter_path, model.config, params)
+    name = drafter.config.kind
+  else:
+    drafter = NgramDrafter(ngram_draft_len, model.config.vocab_size, max_ngram=ngram_max)
+    draft_params, name = None, "ngram"
+  if getattr(args, "verify_slots", None) is not None:
+    from dspark_jax.drafters.prefix import PrefixDrafter
+
+    drafter = PrefixDrafter(drafter, args.verify_slots)
+  return drafter, draft_params, name

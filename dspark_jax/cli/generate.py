@@ -10,6 +10,7 @@ from dspark_jax.cli.common import (
   check_ngram_flags,
   check_verify_slots,
   finite_float,
+  load_drafter_from_flags,
 )
 from dspark_jax.cli.schedule import add_schedule_flags, check_schedule_flags, resolve_schedule
 
@@ -135,20 +136,10 @@ def run(args) -> int:
     per_round = ""
   else:
     from dspark_jax.decoding.loop import SpecConfig, speculative_generate
-    from dspark_jax.drafters.ngram import NgramDrafter
 
-    if args.drafter == "checkpoint":
-      from dspark_jax.io.deepspec import load_drafter
-
-      drafter, draft_params = load_drafter(args.drafter_path, model.config, params)
-      name = drafter.config.kind
-    else:
-      drafter = NgramDrafter(args.draft_len, model.config.vocab_size, max_ngram=args.ngram)
-      draft_params, name = None, "ngram"
-    if args.verify_slots is not None:
-      from dspark_jax.drafters.prefix import PrefixDrafter
-
-      drafter = PrefixDrafter(drafter, args.verify_slots)
+    drafter, draft_params, name = load_drafter_from_flags(
+      args, model, params, args.draft_len, args.ngram
+    )
     spec = SpecConfig(args.max_new_tokens, sampling, stop_ids=tok.stop_ids, pad_id=tok.pad_id or 0)
     policy, schedule_desc = resolve_schedule(
       args, model, params, drafter, draft_params, len(prompts), quiet=args.no_progress
