@@ -59,6 +59,9 @@ def main() -> int:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   base = f"http://127.0.0.1:{port}"
+  log_path = Path(args.out).with_suffix(".server.log")
+  log_path.parent.mkdir(parents=True, exist_ok=True)
+  log = open(log_path, "w")  # noqa: SIM115 - the server's whole life
   server = subprocess.Popen(
     [
       sys.executable,
@@ -88,7 +91,7 @@ def main() -> int:
       break
     except OSError:
       if server.poll() is not None:
-        print(server.stderr.read(), file=sys.stderr)
+        print(log_path.read_text(), file=sys.stderr)
         return 1
       time.sleep(1)
   startup = time.monotonic() - t0

@@ -43,6 +43,12 @@ def add_parser(sub) -> None:
     default=600.0,
     help="on SIGTERM, how long in-flight requests may take to finish",
   )
+  p.add_argument(
+    "--warm-up",
+    default="16,32,64,128",
+    help="prompt buckets (tokens, comma-separated) compiled before the server opens; others "
+    "compile on first use",
+  )
   add_verify_slots(p)
   add_schedule_flags(p)
 
@@ -56,6 +62,12 @@ def run(args) -> int:
     raise ValueError("--slots, --max-tokens and --max-context must be positive")
   if not 0 < args.port < 65536:
     raise ValueError(f"--port must be in 1..65535, got {args.port}")
+  try:
+    buckets = tuple(int(x) for x in args.warm_up.split(",") if x.strip())
+  except ValueError:
+    raise ValueError(
+      f"--warm-up must be comma-separated token counts, got {args.warm_up!r}"
+    ) from None
   check_verify_slots(args.verify_slots)
   check_schedule_flags(args)
   if args.drafter == "none" and (args.schedule not in (None, "fixed") or args.profile):
@@ -103,7 +115,7 @@ def run(args) -> int:
     pad_id=tok.pad_id or 0,
   )
   print(f"dspark-jax serve: {args.model} ({desc}), {args.slots} slots; compiling", file=sys.stderr)
-  warm_up(engine, tok)
+  warm_up(engine, tok, buckets)
   app = build_app(
     engine, tok, args.served_model_name or args.model, drain_seconds=args.drain_seconds
   )

@@ -9,7 +9,6 @@ output keeps its distribution but not its exact draws.)
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -53,9 +52,11 @@ def cli(*args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
   port = free_port()
-  log = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the server
+  # A file, not a pipe: a pipe nobody reads would block the server once it filled.
+  log_path = tmp_path_factory.mktemp("serve") / "serve.log"
+  log = open(log_path, "w")  # noqa: SIM115 - lives as long as the server
   proc = subprocess.Popen(
     cli(
       "serve",
@@ -75,16 +76,17 @@ def server():
       "128",
       "--port",
       str(port),
+      "--warm-up",
+      "64",
     ),
     stdout=log,
-    stderr=subprocess.PIPE,
-    text=True,
+    stderr=subprocess.STDOUT,
   )
   base = f"http://127.0.0.1:{port}"
   deadline = time.monotonic() + 600
   while True:
     if proc.poll() is not None:
-      pytest.fail(f"the server exited: {proc.stderr.read()}")
+      pytest.fail(f"the server exited: {log_path.read_text()}")
     try:
       urllib.request.urlopen(base + "/health", timeout=2)
       break
@@ -96,6 +98,7 @@ def server():
   yield proc, base
   if proc.poll() is None:
     proc.kill()
+  log.close()
 
 
 def client(base):
