@@ -81,8 +81,8 @@ def main() -> int:
       "--port",
       str(port),
     ],
-    stderr=subprocess.PIPE,
-    text=True,
+    stdout=log,
+    stderr=subprocess.STDOUT,
   )
   t0 = time.monotonic()
   while True:
