@@ -14,6 +14,54 @@ Family = Literal["llama", "qwen3", "gemma3"]
 FAMILIES: tuple[str, ...] = ("llama", "qwen3", "gemma3")
 
 
+Router = Literal["softmax", "sigmoid"]
+
+
+@dataclasses.dataclass(frozen=True)
+class MoEConfig:
+  """Routed experts in place of the dense MLP (`models/moe.py`).
+
+  softmax (Qwen3-MoE): top-k of softmax(router logits), optionally renormalised over the k.
+  sigmoid (DeepSeek-V3): sigmoid scores; experts are chosen by score + a learned correction
+  bias, within the `groups_per_token` best of `num_groups` expert groups (a group's strength:
+  the sum of its two best biased scores); the weights are the unbiased scores, optionally
+  renormalised, times `routed_scale`.
+  """
+
+  num_experts: int
+  experts_per_token: int
+  expert_size: int  # each expert's MLP width (HF moe_intermediate_size)
+  router: Router = "softmax"
+  normalize_weights: bool = True  # HF norm_topk_prob
+  num_groups: int = 1  # HF n_group
+  groups_per_token: int = 1  # HF topk_group
+  routed_scale: float = 1.0  # HF routed_scaling_factor
+  num_shared_experts: int = 0  # always-on experts of width expert_size each, summed into one MLP
+  dense_layers: tuple[int, ...] = ()  # layers that keep the dense MLP (intermediate_size)
+
+  def __post_init__(self):
+    if self.router not in ("softmax", "sigmoid"):
+      raise ValueError(f"router must be softmax or sigmoid, got {self.router!r}")
+    if not 1 <= self.experts_per_token <= self.num_experts:
+      raise ValueError(
+        f"experts_per_token ({self.experts_per_token}) must be in [1, num_experts "
+        f"({self.num_experts})]"
+      )
+    if self.num_experts % self.num_groups or not 1 <= self.groups_per_token <= self.num_groups:
+      raise ValueError(
+        f"num_experts ({self.num_experts}) must split into num_groups ({self.num_groups}) "
+        f"groups and groups_per_token ({self.groups_per_token}) be in [1, num_groups]"
+      )
+    per_group = self.num_experts // self.num_groups
+    if self.num_groups > 1 and (
+      per_group < 2 or self.groups_per_token * per_group < self.experts_per_token
+    ):
+      raise ValueError(
+        "group-limited routing needs at least 2 experts per group and enough experts in the "
+        "chosen groups for experts_per_token"
+      )
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A decoder-only target model.
@@ -52,6 +100,8 @@ class ModelConfig:
   # Longest sequence (prompt + generated tokens) the model was trained for, from the GGUF's
   # `<arch>.context_length` or HF's `max_position_embeddings`; None = unknown (not enforced).
   context_length: int | None = None
+  # Routed experts (Qwen3-MoE, DeepSeek-V3 routing); None = a dense MLP in every layer.
+  moe: MoEConfig | None = None
 
   def __post_init__(self):
     if self.family not in FAMILIES:
@@ -77,6 +127,9 @@ class ModelConfig:
   @property
   def scale(self) -> float:
     return self.query_scale if self.query_scale is not None else self.head_dim**-0.5
+
+  def is_moe(self, layer: int) -> bool:
+    return self.moe is not None and layer not in self.moe.dense_layers
 
   def window(self, layer: int) -> int | None:
     return self.layer_windows[layer] if self.layer_windows else None

@@ -27,6 +27,18 @@ def tiny_hf_config(family: str, **overrides):
     cfg = tf.LlamaConfig(**common, tie_word_embeddings=True, rope_theta=1000.0)
   elif family == "qwen3":
     cfg = tf.Qwen3Config(**common, tie_word_embeddings=False, rope_theta=5000.0)
+  elif family == "qwen3_moe":
+    cfg = tf.Qwen3MoeConfig(
+      **common,
+      tie_word_embeddings=False,
+      rope_theta=5000.0,
+      moe_intermediate_size=32,
+      num_experts=6,
+      num_experts_per_tok=2,
+      decoder_sparse_step=1,
+      mlp_only_layers=[0],
+      norm_topk_prob=True,
+    )
   elif family == "gemma3":
     cfg = tf.Gemma3TextConfig(
       **common,
@@ -52,6 +64,7 @@ def make_tiny_hf_model(family: str, folder: Path, seed: int = 0, **overrides):
   cls = {
     "llama": tf.LlamaForCausalLM,
     "qwen3": tf.Qwen3ForCausalLM,
+    "qwen3_moe": tf.Qwen3MoeForCausalLM,
     "gemma3": tf.Gemma3ForCausalLM,
   }[family]
   model = cls(cfg).float().eval()

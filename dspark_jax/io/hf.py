@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dspark_jax.config import ModelConfig, gemma3_layer_windows
+from dspark_jax.config import ModelConfig, MoEConfig, gemma3_layer_windows
 from dspark_jax.models.transformer import param_shapes
 
 _LAYER_INDEX = re.compile(r"model\.layers\.(\d+)\.")
@@ -25,7 +25,26 @@ class CheckpointError(ValueError):
   """A checkpoint is missing, corrupt or does not match the model config."""
 
 
-_MODEL_TYPES = {"llama": "llama", "qwen3": "qwen3", "gemma3_text": "gemma3"}
+_MODEL_TYPES = {"llama": "llama", "qwen3": "qwen3", "qwen3_moe": "qwen3", "gemma3_text": "gemma3"}
+
+
+def _moe_from_hf(cfg: dict[str, Any], model_type: str, layers: int) -> MoEConfig | None:
+  """Qwen3-MoE's expert fields; None for the dense families."""
+  # transformers 5 writes num_local_experts; the Hub's configs (transformers 4) num_experts.
+  experts = cfg.get("num_local_experts") or cfg.get("num_experts")
+  if model_type != "qwen3_moe" or not experts:
+    return None
+  step = cfg.get("decoder_sparse_step") or 1
+  only_mlp = set(cfg.get("mlp_only_layers") or [])
+  dense = tuple(i for i in range(layers) if i in only_mlp or (i + 1) % step)
+  return MoEConfig(
+    num_experts=experts,
+    experts_per_token=cfg["num_experts_per_tok"],
+    expert_size=cfg["moe_intermediate_size"],
+    router="softmax",
+    normalize_weights=bool(cfg.get("norm_topk_prob", False)),
+    dense_layers=dense,
+  )
 
 
 def _rope_params(cfg: dict[str, Any], layer_type: str | None) -> dict[str, Any]:
@@ -116,6 +135,7 @@ def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
     context_length=int(cfg["max_position_embeddings"])
     if cfg.get("max_position_embeddings")
     else None,
+    moe=_moe_from_hf(cfg, model_type, layers),
   )
 
 
@@ -171,6 +191,32 @@ def params_from_hf_tensors(
     w = fetch(name, out_axis, in_axis)
     return w.reshape(*out_shape, w.shape[1]).transpose(-1, *range(len(out_shape)))
 
+  if c.moe is not None:
+    m = c.moe
+    axes.update(
+      e=("num_experts", m.num_experts),
+      i=("moe_intermediate_size", m.expert_size),
+      i2=("2 x moe_intermediate_size", 2 * m.expert_size),
+    )
+
+  def expert_params(pre: str) -> dict[str, np.ndarray]:
+    """Router and experts stacked [E, ...], from per-expert tensors (the Hub's layout) or the
+    stacked `experts.gate_up_proj` / `experts.down_proj` of transformers 5's in-memory layout."""
+    e = c.moe.num_experts
+    out = {"router": fetch(pre + "gate.weight", "e", "d").T}
+    if get(pre + "experts.gate_up_proj") is not None:
+      gate_up = fetch(pre + "experts.gate_up_proj", "e", "i2", "d")  # [E, 2I, D]
+      gate, up = np.split(gate_up, 2, axis=1)
+      down = fetch(pre + "experts.down_proj", "e", "d", "i")  # [E, D, I]
+    else:
+      gate = np.stack([fetch(f"{pre}experts.{j}.gate_proj.weight", "i", "d") for j in range(e)])
+      up = np.stack([fetch(f"{pre}experts.{j}.up_proj.weight", "i", "d") for j in range(e)])
+      down = np.stack([fetch(f"{pre}experts.{j}.down_proj.weight", "d", "i") for j in range(e)])
+    out["gate_proj"] = gate.transpose(0, 2, 1)  # [E, D, I]
+    out["up_proj"] = up.transpose(0, 2, 1)
+    out["down_proj"] = down.transpose(0, 2, 1)  # [E, I, D]
+    return out
+
   params: dict[str, Any] = {
     "embedding": fetch("model.embed_tokens.weight", "v", "d"),
     "final_norm": {"scale": fetch("model.norm.weight", "d")},
@@ -189,13 +235,17 @@ def params_from_hf_tensors(
     if c.qk_norm:
       attn["q_norm"] = {"scale": fetch(pre + "self_attn.q_norm.weight", "k")}
       attn["k_norm"] = {"scale": fetch(pre + "self_attn.k_norm.weight", "k")}
-    layer = {
-      "attn": attn,
-      "mlp": {
+    if c.is_moe(i):
+      mlp = expert_params(pre + "mlp.")
+    else:
+      mlp = {
         "gate_proj": linear(pre + "mlp.gate_proj.weight", "f", "d", (f,)),
         "up_proj": linear(pre + "mlp.up_proj.weight", "f", "d", (f,)),
         "down_proj": linear(pre + "mlp.down_proj.weight", "d", "f", (d,)),
-      },
+      }
+    layer = {
+      "attn": attn,
+      "mlp": mlp,
       "input_norm": {"scale": fetch(pre + "input_layernorm.weight", "d")},
     }
     if c.gemma_style:

@@ -15,6 +15,7 @@ from flax import linen as nn
 from dspark_jax.config import ModelConfig
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.layers import Attention, GatedMLP, RMSNorm, _param, random_params
+from dspark_jax.models.moe import MoEMLP
 
 
 class ForwardOutput(NamedTuple):
@@ -30,6 +31,7 @@ class ForwardOutput(NamedTuple):
 class Block(nn.Module):
   config: ModelConfig
   layer: int
+  expert_path: str = "ragged"
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, cache_kv, start_B, write=True):
@@ -52,9 +54,11 @@ class Block(nn.Module):
       dtype=c.dtype,
       name="attn",
     )
-    mlp = GatedMLP(
-      c.intermediate_size, "gelu_tanh" if c.gemma_style else "silu", c.dtype, name="mlp"
-    )
+    activation = "gelu_tanh" if c.gemma_style else "silu"
+    if c.is_moe(self.layer):
+      mlp = MoEMLP(c.moe, activation, c.dtype, self.expert_path, name="mlp")
+    else:
+      mlp = GatedMLP(c.intermediate_size, activation, c.dtype, name="mlp")
     attn_out, new_kv = attn(norm("input_norm")(x_BxTxD), positions_BxT, cache_kv, start_B, write)
     if c.gemma_style:
       attn_out = norm("post_attn_norm")(attn_out)
