@@ -48,7 +48,7 @@ def bench(devices: int, tokens_list, experts: int, k: int, d: int, i: int, repea
       mesh = sharding.make_mesh(data=1, expert=devices)
       paths["ragged"] = jax.jit(lambda *a: moe.routed_experts(*a, "silu"))
       paths[f"expert-parallel x{devices}"] = jax.jit(
-        lambda *a: routed_experts_sharded(*a, "silu", mesh=mesh)
+        lambda *a, mesh=mesh: routed_experts_sharded(*a, "silu", mesh=mesh)
       )
     for name, fn in paths.items():
       start = time.perf_counter()
