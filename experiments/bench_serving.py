@@ -116,6 +116,8 @@ def plot(results, out: Path) -> None:
   a.set_title("throughput vs per-user speed (labels: concurrent users)")
   a.legend(fontsize=8)
   b.set_xscale("log", base=2)
+  users = sorted({r["users"] for r in results})
+  b.set_xticks(users, [str(u) for u in users])
   b.set_xlabel("concurrent users")
   b.set_ylabel("drafts verified per round per request")
   b.set_title("verification budget vs load")
@@ -137,10 +139,14 @@ def main() -> int:
   ap.add_argument("--threshold", type=float, default=0.3)
   ap.add_argument("--max-prompt-tokens", type=int, default=192)
   ap.add_argument("--out", default="results/serving_sweep")
+  ap.add_argument("--plot-only", action="store_true", help="redraw from the saved sweep.json")
   args = ap.parse_args()
 
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
+  if args.plot_only:
+    results = json.loads((out / "sweep.json").read_text())["results"]
+    return report(results, out)
   model = load_model(args.model)
   params = jax.device_put(model.params)
   drafter, dparams = load_drafter(args.drafter, model.config, params)
@@ -195,7 +201,11 @@ def main() -> int:
         settings=vars(args),
       )
       results_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-  results.sort(key=lambda r: (r["users"], SCHEDULES.index(r["schedule"])))
+  return report(results, out)
+
+
+def report(results, out: Path) -> int:
+  results = sorted(results, key=lambda r: (r["users"], SCHEDULES.index(r["schedule"])))
   plot(results, out / "serving_pareto.png")
   lines = [
     "| users | schedule | tokens/s | per-user tokens/s | TTFT s | tau | verified/round |",
