@@ -184,6 +184,10 @@ def main() -> int:
       engine.start()
       row = closed_loop(engine, prompts, users, requests, args.max_tokens, sampling)
       engine.shutdown()
+      del engine
+      # Dozens of compiled loops in one process exhaust XLA:CPU's code memory ("Unable to
+      # allocate section memory"): drop them between cells.
+      jax.clear_caches()
       row.update(users=users, schedule=name)
       results.append(row)
       print(
