@@ -59,7 +59,7 @@ def main() -> int:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   base = f"http://127.0.0.1:{port}"
-  log_path = Path(args.out).with_suffix(".server.log")
+  log_path = Path("runs") / "soak_serving.server.log"  # runs/ is not committed
   log_path.parent.mkdir(parents=True, exist_ok=True)
   log = open(log_path, "w")  # noqa: SIM115 - the server's whole life
   server = subprocess.Popen(
