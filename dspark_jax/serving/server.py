@@ -137,7 +137,8 @@ def build_app(engine: Engine, tokenizer, model_name: str, *, drain_seconds: floa
         finish = event.finish_reason
         delta = filt.push(tokenizer.decode(tokens), final=finish is not None)
         if filt.stopped:
-          handle.cancel() if finish is None else None
+          if finish is None:  # a stop string: the engine may still be decoding the request
+            handle.cancel()
           finish = "stop"
         if delta:
           yield sse(protocol.response_body(req, rid, delta, None, None, chunk=True))
