@@ -44,22 +44,17 @@ import numpy as np
 from dspark_jax.config import ModelConfig
 from dspark_jax.decoding.budget import check_memory
 from dspark_jax.decoding.generate import pad_prompts
-from dspark_jax.decoding.loop import (
-  SpecConfig,
-  SpecState,
-  _draft_cache_bytes,
-  spec_decode,
-  spec_prefill,
-)
+from dspark_jax.decoding.loop import SpecConfig, SpecState, _draft_cache_bytes
+from dspark_jax.decoding.loop import _decode_jit as _decode
+from dspark_jax.decoding.loop import _prefill_jit as _prefill
 from dspark_jax.decoding.sampling import RowSampling, SamplingParams
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.serving.slots import insert_jit
 
 MIN_BUCKET = 16  # smallest prompt bucket (tokens); buckets double up to the cache capacity
 
-_STATIC = ("target_config", "drafter", "spec")
-_prefill = jax.jit(spec_prefill, static_argnames=(*_STATIC, "trace"))
-_decode = jax.jit(spec_decode, static_argnames=(*_STATIC, "schedule"), donate_argnames=("state",))
+# The loop's own jitted prefill and round (the same static arguments), so the engine and
+# `speculative_generate` share compiled code.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,9 +357,10 @@ class Engine:
     return min(width, self.capacity)
 
   def _admit(self) -> None:
+    admitted = False
     for slot in range(self.num_slots):
       if not self._waiting:
-        return
+        break
       if self._slots[slot] is not None:
         continue
       handle = self._waiting.popleft()
@@ -386,8 +382,9 @@ class Engine:
       self.state = insert_jit(self.state, small, jnp.int32(slot))
       self._slots[slot] = handle
       self._sent[slot] = 0
-    # The first tokens stream now: the time to first token does not wait for a round.
-    self._stream()
+      admitted = True
+    if admitted:  # the first tokens stream now: the time to first token waits for no round
+      self._stream()
 
   def _drop_cancelled(self) -> None:
     kept = collections.deque()
