@@ -180,6 +180,12 @@ class DraftConfig:
   # tokens (rows of the target's own LM head, `drafters.draft_vocab`); 0 = the whole vocabulary.
   # Verification still scores the full vocabulary, so decoding stays lossless.
   draft_vocab_size: int = 0
+  # V4-style backbone options (DSpark / DFlash): routed experts in place of each backbone
+  # layer's dense MLP (`models/moe.py`; `moe.dense_layers` keep the dense one), and a sliding
+  # context window: a block anchored at position a sees context positions s with
+  # a - context_window < s < a (plus its whole own block). None = dense layers / full context.
+  moe: MoEConfig | None = None
+  context_window: int | None = None
 
   def __post_init__(self):
     if self.kind not in DRAFTER_KINDS:
@@ -218,6 +224,15 @@ class DraftConfig:
       raise ValueError("confidence_offsets need a confidence head")
     if self.draft_vocab_size < 0:
       raise ValueError(f"draft_vocab_size must be >= 0 (0 = full), got {self.draft_vocab_size}")
+    if self.kind == "eagle3" and (self.moe is not None or self.context_window is not None):
+      raise ValueError("moe and context_window are options of the DSpark/DFlash block backbone")
+    if self.context_window is not None and self.context_window < 1:
+      raise ValueError(f"context_window must be >= 1 (or None), got {self.context_window}")
+    if self.moe is not None and any(not 0 <= i < self.num_layers for i in self.moe.dense_layers):
+      raise ValueError(
+        f"moe.dense_layers {list(self.moe.dense_layers)} name layers outside the drafter's "
+        f"{self.num_layers}"
+      )
     # Fields that do not apply take one canonical value, so equal configs are equal functions
     # (a DFlash drafter read back from a checkpoint that stores rank 0 equals the one saved).
     if not self.confidence_head:
@@ -280,6 +295,7 @@ class DraftConfig:
       query_scale=target.query_scale,
       tie_embeddings=target.tie_embeddings,
       dtype=target.dtype,
+      moe=self.moe,
     )
 
 
@@ -374,6 +390,11 @@ def _parse_value(text: str, current: Any) -> Any:
     return tuple(int(v) for v in text.strip("()[]").split(",") if v.strip())
   if text.lower() == "none":
     return None
+  if current is None:  # an optional field unset so far (`intermediate_size`, `context_window`)
+    try:
+      return int(text)
+    except ValueError:
+      pass
   return text
 
 
@@ -391,14 +412,48 @@ def override(config: Any, assignments: list[str]) -> Any:
   return config
 
 
+# Fields whose value is a config dataclass that may be None (so its type cannot be read off
+# the current value): `draft.moe=num_experts:8,experts_per_token:2,expert_size:64` builds one
+# from `field:value` pairs, `draft.moe=none` removes it, `draft.moe.router=sigmoid` edits it.
+_NESTED_OPTIONAL = {("DraftConfig", "moe"): MoEConfig}
+
+
+def _parse_dataclass(cls, text: str):
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  defaults = {n: f.default for n, f in fields.items() if f.default is not dataclasses.MISSING}
+  values = {}
+  for item in filter(None, (p.strip() for p in text.split(","))):
+    name, sep, value = item.partition(":")
+    if not sep or name not in fields:
+      raise ValueError(
+        f"{cls.__name__} values are name:value pairs separated by commas; {item!r} is not "
+        f"one (names: {list(fields)})"
+      )
+    # Numbers by their look when the field has no default to take the type from.
+    current = defaults.get(name, 0)
+    values[name] = _parse_value(value.replace(";", ","), current)
+  try:
+    return cls(**values)
+  except TypeError as e:
+    raise ValueError(f"bad {cls.__name__}: {e}") from None
+
+
 def _override_one(config: Any, path: list[str], text: str) -> Any:
   names = [f.name for f in dataclasses.fields(config)]
   head = path[0]
   if head not in names:
     raise ValueError(f"unknown config key {head!r} for {type(config).__name__}; valid: {names}")
   current = getattr(config, head)
+  nested = _NESTED_OPTIONAL.get((type(config).__name__, head))
   if len(path) > 1:
+    if current is None:
+      raise ValueError(
+        f"{head} is None: set it first ({head}=name:value,...) before editing {'.'.join(path)}"
+      )
     return dataclasses.replace(config, **{head: _override_one(current, path[1:], text)})
+  if nested is not None:
+    value = None if text.lower() == "none" else _parse_dataclass(nested, text)
+    return dataclasses.replace(config, **{head: value})
   return dataclasses.replace(config, **{head: _parse_value(text, current)})
 
 

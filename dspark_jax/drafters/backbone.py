@@ -18,6 +18,7 @@ from flax import linen as nn
 
 from dspark_jax.config import ModelConfig
 from dspark_jax.models.layers import GatedMLP, RMSNorm, _param, apply_rope, rope_cos_sin
+from dspark_jax.models.moe import MoEMLP
 
 
 def _rope(x_BxTxHxK, positions_BxT, config: ModelConfig):
@@ -76,16 +77,21 @@ class InjectionAttention(nn.Module):
 
 
 class DraftLayer(nn.Module):
-  """Pre-norm decoder layer (Qwen3 style) whose attention is `InjectionAttention`."""
+  """Pre-norm decoder layer (Qwen3 style) whose attention is `InjectionAttention`; its MLP is
+  routed experts when the backbone config says so for this layer (the V4-style drafter)."""
 
   config: ModelConfig
+  layer: int = 0
 
   def setup(self):
     c = self.config
     self.input_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
     self.attn = InjectionAttention(c)
     self.pre_mlp_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
-    self.mlp = GatedMLP(c.intermediate_size, "silu", c.dtype)
+    if c.is_moe(self.layer):
+      self.mlp = MoEMLP(c.moe, "silu", c.dtype)
+    else:
+      self.mlp = GatedMLP(c.intermediate_size, "silu", c.dtype)
 
   def context_kv(self, h_ctx_BxSxD, positions_BxS):
     """This layer's context keys/values [B, N, S, K] (H_ctx enters un-normed, as in DFlash)."""

@@ -49,7 +49,7 @@ class BlockModel(nn.Module):
     m, d = len(self.draft.target_layer_ids), c.hidden_size
     self.fc = _param(self, "fc", (m * d, d), (None, "embed"))
     self.hidden_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
-    self.layers = [DraftLayer(c) for _ in range(c.num_layers)]
+    self.layers = [DraftLayer(c, i) for i in range(c.num_layers)]
     self.final_norm = RMSNorm(c.rms_eps, 0.0, c.dtype)
     if self.draft.uses_token_table:
       self.markov_head = SequentialHead(
@@ -102,6 +102,18 @@ class TrainOutput(NamedTuple):
   logits: jax.Array  # [B, A, G, N] float32: U_k + B_k under teacher forcing
   confidence_logits: jax.Array | None  # [B, A, G]
   base_logits: jax.Array  # [B, A, G, N] float32: U_k (backbone only)
+
+
+def context_visible(slots_S: int, anchors_BxA: jax.Array, window: int | None) -> jax.Array:
+  """[B, A, S] bool: context slot s (slot = position) is visible to the block anchored at a iff
+  s < a, and with a context window also a - window < s (the block's own slots are always
+  visible to each other)."""
+  s = jnp.arange(slots_S)[None, None, :]
+  a = anchors_BxA[..., None]
+  visible = s < a
+  if window is not None:
+    visible &= s > a - window
+  return visible
 
 
 def anchor_candidates(loss_mask_BxT: jax.Array) -> jax.Array:
@@ -196,7 +208,7 @@ class DSparkDrafter(TrainedDrafter):
       jnp.take_along_axis(tokens_BxT, anchors_BxA, 1)[..., None],
       self.config.mask_token_id,
     )
-    visible = jnp.arange(t)[None, None, :] < anchors_BxA[..., None]  # strictly before the anchor
+    visible = context_visible(t, anchors_BxA, self.config.context_window)
     # Teacher forcing: x_{k-1} is the true token at a + k (x_0 = the anchor).
     prev = jnp.take_along_axis(
       tokens_BxT[:, None, :].repeat(anchors_BxA.shape[1], 1), jnp.clip(slot_pos, 0, t - 1), 2
@@ -297,7 +309,8 @@ class DSparkDrafter(TrainedDrafter):
     def over_prefix(size):
       def run(trainable, x, positions, keys, values, lengths):
         ctx = tuple((k[:, :, :size], v[:, :, :size]) for k, v in zip(keys, values, strict=True))
-        visible = (jnp.arange(size)[None, :] < lengths[:, None])[:, None, :]
+        # The anchor sits at position `lengths` (the context holds every earlier token).
+        visible = context_visible(size, lengths[:, None], self.config.context_window)
         variables = {"params": trainable}
         return self.model.apply(variables, x, positions, ctx, visible, method="block_hidden")
 

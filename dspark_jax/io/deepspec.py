@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
-from dspark_jax.config import DraftConfig, ModelConfig
+from dspark_jax.config import DraftConfig, ModelConfig, MoEConfig
 from dspark_jax.drafters.build import make_drafter
 from dspark_jax.drafters.draft_vocab import draft_frozen
 from dspark_jax.io.hf import CheckpointError, read_config_json, tensor_getter
@@ -53,7 +53,16 @@ _LAYER = {
   ("mlp", "down_proj"): ("mlp.down_proj.weight", 1),
   ("input_norm", "scale"): ("input_layernorm.weight", 0),
   ("pre_mlp_norm", "scale"): ("post_attention_layernorm.weight", 0),
+  # Routed-expert layers (`DraftConfig.moe`), named as Qwen3-MoE / DeepSeek-V3 name theirs; the
+  # stacked expert weights [E, ...] are written one tensor per expert (`_EXPERT_STACKS`).
+  ("mlp", "router"): ("mlp.gate.weight", 1),
+  ("mlp", "router_bias"): ("mlp.gate.e_score_correction_bias", 0),
+  ("mlp", "shared", "gate_proj"): ("mlp.shared_experts.gate_proj.weight", 1),
+  ("mlp", "shared", "up_proj"): ("mlp.shared_experts.up_proj.weight", 1),
+  ("mlp", "shared", "down_proj"): ("mlp.shared_experts.down_proj.weight", 1),
 }
+# A layer's stacked expert weights [E, in, out]: expert j is `mlp.experts.{j}.<name>.weight`.
+_EXPERT_STACKS = {("mlp", "gate_proj"), ("mlp", "up_proj"), ("mlp", "down_proj")}
 _TOP = {
   ("fc",): ("fc.weight", 1),
   ("hidden_norm", "scale"): ("hidden_norm.weight", 0),
@@ -88,6 +97,16 @@ def _name_of(path: tuple[str, ...], eagle: bool) -> tuple[str, int]:
     return _TOP[path]
   name, n_in = _LAYER[path[1:]]
   return f"layers.{int(path[0].removeprefix('layers_'))}.{name}", n_in
+
+
+def _is_expert_stack(path: tuple[str, ...], ndim: int, eagle: bool) -> bool:
+  return not eagle and ndim == 3 and path[1:] in _EXPERT_STACKS
+
+
+def _expert_name(name: str, expert: int) -> str:
+  """layers.i.mlp.gate_proj.weight -> layers.i.mlp.experts.{expert}.gate_proj.weight"""
+  head, _, proj = name.rpartition(".mlp.")
+  return f"{head}.mlp.experts.{expert}.{proj}"
 
 
 def _to_torch(x: np.ndarray, n_in: int) -> np.ndarray:
@@ -128,7 +147,11 @@ def state_dict(drafter, params) -> dict[str, np.ndarray]:
   out = {}
   for path, x in traverse_util.flatten_dict(params["trainable"]).items():
     name, n_in = _name_of(path, eagle)
-    out[name] = _to_torch(np.asarray(x, np.float32), n_in)
+    x = np.asarray(x, np.float32)
+    if _is_expert_stack(path, x.ndim, eagle):
+      out |= {_expert_name(name, j): _to_torch(x[j], 1) for j in range(x.shape[0])}
+    else:
+      out[name] = _to_torch(x, n_in)
   frozen = params["frozen"]
   if "draft_ids" in frozen:
     out |= _draft_vocab_tensors(drafter, out, np.asarray(frozen["draft_ids"]))
@@ -149,6 +172,9 @@ def state_dict_shapes(drafter) -> dict[str, tuple[int, ...]]:
   shapes = {}
   for path, x in traverse_util.flatten_dict(drafter.trainable_shapes()).items():
     name, n_in = _name_of(path, eagle)
+    if _is_expert_stack(path, len(x.shape), eagle):
+      shapes |= {_expert_name(name, j): x.shape[:0:-1] for j in range(x.shape[0])}
+      continue
     shapes[name] = x.shape if n_in == 0 else (math.prod(x.shape[n_in:]), math.prod(x.shape[:n_in]))
   v, d = drafter.target.vocab_size, drafter.target.hidden_size
   shapes["embed_tokens.weight"] = shapes["lm_head.weight"] = (v, d)
@@ -269,6 +295,16 @@ def deepspec_config(drafter) -> dict[str, Any]:
   }
   if c.draft_vocab_size:
     cfg["draft_vocab_size"] = c.draft_vocab_size
+  if c.context_window is not None:  # Qwen3's own fields for a sliding window on every layer
+    cfg |= {
+      "layer_types": ["sliding_attention"] * c.num_layers,
+      "sliding_window": c.context_window,
+      "use_sliding_window": True,
+    }
+  if c.moe is not None:  # our extension: DeepSpec's format has no MoE drafter
+    cfg["moe"] = {
+      k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(c.moe).items()
+    }
   if c.kind == "eagle3":
     cfg |= {
       "block_size": c.block_size,  # ours: tokens per proposal (DeepSpec's eval sets it per run)
@@ -350,9 +386,21 @@ def draft_config_from_deepspec(cfg: dict[str, Any], target: ModelConfig) -> Draf
       num_anchors=int(cfg.get("num_anchors", 512)),
       intermediate_size=width if width != target.intermediate_size else None,
       draft_vocab_size=int(cfg.get("draft_vocab_size") or 0),
+      moe=_moe_config(cfg.get("moe")),
+      context_window=int(cfg["sliding_window"]) if cfg.get("use_sliding_window") else None,
     )
   except (ValueError, KeyError, TypeError) as e:
     raise CheckpointError(f"bad drafter config.json: {e}") from None
+
+
+def _moe_config(record: dict | None) -> MoEConfig | None:
+  if record is None:
+    return None
+  fields = {f.name for f in dataclasses.fields(MoEConfig)}
+  unknown = set(record) - fields
+  if unknown:
+    raise ValueError(f"unknown moe fields {sorted(unknown)}")
+  return MoEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in record.items()})
 
 
 def trainable_from_state_dict(drafter, get) -> dict:
@@ -361,14 +409,26 @@ def trainable_from_state_dict(drafter, get) -> dict:
   flat = {}
   for path, spec in traverse_util.flatten_dict(drafter.trainable_shapes()).items():
     name, n_in = _name_of(path, eagle)
-    w = get(name)
-    if w is None:
-      raise CheckpointError(f"drafter checkpoint has no tensor {name!r}")
-    want = spec.shape if n_in == 0 else (math.prod(spec.shape[n_in:]), math.prod(spec.shape[:n_in]))
-    if tuple(w.shape) != tuple(want):
-      raise CheckpointError(f"{name} has shape {tuple(w.shape)}; expected {want}")
-    flat[path] = np.ascontiguousarray(_from_torch(w, spec.shape, n_in), np.float32)
+    if _is_expert_stack(path, len(spec.shape), eagle):
+      experts = [
+        _read_tensor(get, _expert_name(name, j), spec.shape[1:], 1) for j in range(spec.shape[0])
+      ]
+      flat[path] = np.stack(experts)
+    else:
+      flat[path] = _read_tensor(get, name, spec.shape, n_in)
   return traverse_util.unflatten_dict(flat)
+
+
+def _read_tensor(get, name: str, shape: tuple[int, ...], n_in: int) -> np.ndarray:
+  """One param of shape `shape` from the torch-layout tensor `name`; CheckpointError if it is
+  missing or shaped otherwise."""
+  w = get(name)
+  if w is None:
+    raise CheckpointError(f"drafter checkpoint has no tensor {name!r}")
+  want = shape if n_in == 0 else (math.prod(shape[n_in:]), math.prod(shape[:n_in]))
+  if tuple(w.shape) != tuple(want):
+    raise CheckpointError(f"{name} has shape {tuple(w.shape)}; expected {want}")
+  return np.ascontiguousarray(_from_torch(w, shape, n_in), np.float32)
 
 
 SAVE_DTYPES = ("float32", "bfloat16")

@@ -110,9 +110,10 @@ class MoEMLP(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD):
+    """x [..., D] (any leading axes: [B, T, D] in targets, [B, A, G, D] in drafters)."""
     m = self.moe
-    b, t, d = x_BxTxD.shape
-    x = x_BxTxD.reshape(b * t, d)
+    *lead, d = x_BxTxD.shape
+    x = x_BxTxD.reshape(-1, d)
     router = _param(self, "router", (d, m.num_experts), ("embed", "expert"))
     logits = x.astype(jnp.float32) @ router
     if m.router == "softmax":
@@ -125,7 +126,7 @@ class MoEMLP(nn.Module):
     up = _param(self, "up_proj", shape, ("expert", "embed", "mlp"))
     down = _param(self, "down_proj", (m.num_experts, m.expert_size, d), ("expert", "mlp", "embed"))
     out = EXPERT_PATHS[self.path](x, weights, experts, gate, up, down, self.activation)
-    out = out.reshape(b, t, d)
+    out = out.reshape(*lead, d)
     if m.num_shared_experts:
       shared = GatedMLP(
         m.expert_size * m.num_shared_experts, self.activation, self.dtype, name="shared"
