@@ -63,6 +63,28 @@ class MoEConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MLAConfig:
+  """Multi-head latent attention (DeepSeek-V2/V3, `models/mla.py`) in place of GQA.
+
+  Queries: x -> (optionally a rank-`q_lora_rank` bottleneck with an RMSNorm) -> per head
+  `qk_nope_head_dim` content dims and `qk_rope_head_dim` rotary dims. Keys and values: x -> a
+  `kv_lora_rank` latent (RMSNorm'd) plus one shared `qk_rope_head_dim` rotary key; per head the
+  content key and the value are linear maps of the latent. The cache holds only the latent and
+  the rotary key per token.
+  """
+
+  kv_lora_rank: int
+  qk_nope_head_dim: int
+  qk_rope_head_dim: int
+  v_head_dim: int
+  q_lora_rank: int | None = None  # None: a full-rank query projection
+
+  def __post_init__(self):
+    if self.qk_rope_head_dim % 2:
+      raise ValueError(f"qk_rope_head_dim must be even, got {self.qk_rope_head_dim}")
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """A decoder-only target model.
 
@@ -102,8 +124,15 @@ class ModelConfig:
   context_length: int | None = None
   # Routed experts (Qwen3-MoE, DeepSeek-V3 routing); None = a dense MLP in every layer.
   moe: MoEConfig | None = None
+  # Multi-head latent attention (DeepSeek-V3); None = grouped-query attention. With it,
+  # head_dim is the rotary part's width (qk_rope_head_dim, HF's head_dim for these models).
+  mla: MLAConfig | None = None
 
   def __post_init__(self):
+    if self.mla is not None and (self.head_dim != self.mla.qk_rope_head_dim or self.qk_norm):
+      raise ValueError(
+        "with mla, head_dim must equal mla.qk_rope_head_dim and the family be llama-style"
+      )
     if self.family not in FAMILIES:
       raise ValueError(f"unsupported model family {self.family!r}; supported: {FAMILIES}")
     if self.num_heads % self.num_kv_heads:
@@ -126,7 +155,20 @@ class ModelConfig:
 
   @property
   def scale(self) -> float:
-    return self.query_scale if self.query_scale is not None else self.head_dim**-0.5
+    if self.query_scale is not None:
+      return self.query_scale
+    if self.mla is not None:
+      return (self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim) ** -0.5
+    return self.head_dim**-0.5
+
+  @property
+  def cache_dims(self) -> tuple[int, int, int]:
+    """(heads, key width, value width) of one layer's cache arrays [B, heads, S, width]: the
+    KV heads for GQA; for MLA one shared "head" holding the latent (as keys) and the rotary key
+    (as values)."""
+    if self.mla is not None:
+      return 1, self.mla.kv_lora_rank, self.mla.qk_rope_head_dim
+    return self.num_kv_heads, self.head_dim, self.head_dim
 
   def is_moe(self, layer: int) -> bool:
     return self.moe is not None and layer not in self.moe.dense_layers

@@ -29,6 +29,8 @@ LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
   ("expert", "expert"),
   ("embed", None),
   ("head_dim", None),
+  ("q_lora", None),  # MLA's low-rank query and key/value bottlenecks stay whole
+  ("kv_lora", None),
   ("length", None),
   ("norm", None),
 )
@@ -101,11 +103,12 @@ def shard_drafter_params(drafter, params, mesh, rules=LOGICAL_RULES):
 
 
 def shard_cache(cache: KVCache, mesh, rules=LOGICAL_RULES) -> KVCache:
-  kv = NamedSharding(mesh, _mesh_spec(PartitionSpec(*KV_AXES), cache.keys[0].shape, mesh, rules))
+  spec = lambda x: NamedSharding(mesh, _mesh_spec(PartitionSpec(*KV_AXES), x.shape, mesh, rules))
   rows = NamedSharding(mesh, _mesh_spec(PartitionSpec("batch"), cache.lengths.shape, mesh, rules))
   return KVCache(
-    keys=tuple(jax.device_put(k, kv) for k in cache.keys),
-    values=tuple(jax.device_put(v, kv) for v in cache.values),
+    # Keys and values may differ in width (an MLA cache: latent and rotary key).
+    keys=tuple(jax.device_put(k, spec(k)) for k in cache.keys),
+    values=tuple(jax.device_put(v, spec(v)) for v in cache.values),
     lengths=jax.device_put(cache.lengths, rows),
   )
 

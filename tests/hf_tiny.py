@@ -39,6 +39,28 @@ def tiny_hf_config(family: str, **overrides):
       mlp_only_layers=[0],
       norm_topk_prob=True,
     )
+  elif family == "deepseek_v3":
+    # MLA (low-rank queries, interleaved rotary dims) and group-limited sigmoid routing with a
+    # shared expert; every head has its own key/value (num_key_value_heads = heads).
+    cfg = tf.DeepseekV3Config(
+      **{**common, "num_key_value_heads": 4, "head_dim": 8},
+      tie_word_embeddings=False,
+      rope_theta=5000.0,
+      q_lora_rank=24,
+      kv_lora_rank=16,
+      qk_rope_head_dim=8,
+      qk_nope_head_dim=12,
+      v_head_dim=10,
+      n_routed_experts=8,
+      n_group=2,
+      topk_group=1,
+      num_experts_per_tok=2,
+      n_shared_experts=1,
+      moe_intermediate_size=16,
+      first_k_dense_replace=1,
+      routed_scaling_factor=2.5,
+      rope_interleave=True,
+    )
   elif family == "gemma3":
     cfg = tf.Gemma3TextConfig(
       **common,
@@ -65,6 +87,7 @@ def make_tiny_hf_model(family: str, folder: Path, seed: int = 0, **overrides):
     "llama": tf.LlamaForCausalLM,
     "qwen3": tf.Qwen3ForCausalLM,
     "qwen3_moe": tf.Qwen3MoeForCausalLM,
+    "deepseek_v3": tf.DeepseekV3ForCausalLM,
     "gemma3": tf.Gemma3ForCausalLM,
   }[family]
   model = cls(cfg).float().eval()
@@ -76,5 +99,8 @@ def make_tiny_hf_model(family: str, folder: Path, seed: int = 0, **overrides):
         )
       else:
         p.copy_(0.08 * torch.randn_like(p))
+    for name, b in model.named_buffers():
+      if name.endswith("e_score_correction_bias"):  # DeepSeek-V3's router bias: not zero
+        b.copy_(0.1 * torch.randn_like(b))
   model.save_pretrained(folder, safe_serialization=True)
   return model

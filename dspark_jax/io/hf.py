@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dspark_jax.config import ModelConfig, MoEConfig, gemma3_layer_windows
+from dspark_jax.config import MLAConfig, ModelConfig, MoEConfig, gemma3_layer_windows
 from dspark_jax.models.transformer import param_shapes
 
 _LAYER_INDEX = re.compile(r"model\.layers\.(\d+)\.")
@@ -25,11 +25,31 @@ class CheckpointError(ValueError):
   """A checkpoint is missing, corrupt or does not match the model config."""
 
 
-_MODEL_TYPES = {"llama": "llama", "qwen3": "qwen3", "qwen3_moe": "qwen3", "gemma3_text": "gemma3"}
+_MODEL_TYPES = {
+  "llama": "llama",
+  "qwen3": "qwen3",
+  "qwen3_moe": "qwen3",
+  "gemma3_text": "gemma3",
+  # DeepSeek-V3 is a llama-style block (pre-norms, SiLU) with MLA attention and routed experts.
+  "deepseek_v3": "llama",
+}
 
 
 def _moe_from_hf(cfg: dict[str, Any], model_type: str, layers: int) -> MoEConfig | None:
-  """Qwen3-MoE's expert fields; None for the dense families."""
+  """Qwen3-MoE's or DeepSeek-V3's expert fields; None for the dense families."""
+  if model_type == "deepseek_v3":
+    return MoEConfig(
+      num_experts=cfg.get("n_routed_experts") or cfg["num_local_experts"],
+      experts_per_token=cfg["num_experts_per_tok"],
+      expert_size=cfg["moe_intermediate_size"],
+      router="sigmoid",
+      normalize_weights=bool(cfg.get("norm_topk_prob", True)),
+      num_groups=cfg.get("n_group") or 1,
+      groups_per_token=cfg.get("topk_group") or 1,
+      routed_scale=float(cfg.get("routed_scaling_factor", 1.0)),
+      num_shared_experts=cfg.get("n_shared_experts") or 0,
+      dense_layers=tuple(range(min(cfg.get("first_k_dense_replace") or 0, layers))),
+    )
   # transformers 5 writes num_local_experts; the Hub's configs (transformers 4) num_experts.
   experts = cfg.get("num_local_experts") or cfg.get("num_experts")
   if model_type != "qwen3_moe" or not experts:
@@ -92,6 +112,16 @@ def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
 
   heads = cfg["num_attention_heads"]
   head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+  mla = None
+  if model_type == "deepseek_v3":
+    mla = MLAConfig(
+      kv_lora_rank=cfg["kv_lora_rank"],
+      qk_nope_head_dim=cfg["qk_nope_head_dim"],
+      qk_rope_head_dim=cfg["qk_rope_head_dim"],
+      v_head_dim=cfg["v_head_dim"],
+      q_lora_rank=cfg.get("q_lora_rank"),
+    )
+    head_dim = mla.qk_rope_head_dim  # the rotary part's width, as HF's config sets head_dim
   layers = cfg["num_hidden_layers"]
   layer_types = cfg.get("layer_types")
   windows: tuple[int | None, ...] = ()
@@ -136,11 +166,15 @@ def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
     if cfg.get("max_position_embeddings")
     else None,
     moe=_moe_from_hf(cfg, model_type, layers),
+    mla=mla,
   )
 
 
 def params_from_hf_tensors(
-  config: ModelConfig, get: Callable[[str], np.ndarray | None], dtype: str | None = None
+  config: ModelConfig,
+  get: Callable[[str], np.ndarray | None],
+  dtype: str | None = None,
+  rope_interleaved: bool = False,
 ):
   """Builds the params pytree from HF-named tensors in torch layout.
 
@@ -148,6 +182,9 @@ def params_from_hf_tensors(
     config: the target's config.
     get: returns the tensor of an HF name (e.g. `model.norm.weight`) or None if absent.
     dtype: storage dtype of the params (default: the config's dtype).
+    rope_interleaved: MLA checkpoints whose rotary dims pair up as (0, 1), (2, 3), ...
+      (DeepSeek's `rope_interleave`); their projections' rotary outputs are permuted to the
+      half-split layout our RoPE uses (evens, then odds), which leaves every score unchanged.
 
   Raises:
     CheckpointError: a tensor is missing or has the wrong shape.
@@ -197,13 +234,66 @@ def params_from_hf_tensors(
       e=("num_experts", m.num_experts),
       i=("moe_intermediate_size", m.expert_size),
       i2=("2 x moe_intermediate_size", 2 * m.expert_size),
+      si=("n_shared_experts x moe_intermediate_size", m.num_shared_experts * m.expert_size),
     )
+  if c.mla is not None:
+    a = c.mla
+    axes.update(
+      qr=("q_lora_rank", a.q_lora_rank),
+      hq=(
+        "num_attention_heads x (qk_nope_head_dim + qk_rope_head_dim)",
+        h * (a.qk_nope_head_dim + k),
+      ),
+      kvr=("kv_lora_rank + qk_rope_head_dim", a.kv_lora_rank + k),
+      r=("kv_lora_rank", a.kv_lora_rank),
+      hkv=(
+        "num_attention_heads x (qk_nope_head_dim + v_head_dim)",
+        h * (a.qk_nope_head_dim + a.v_head_dim),
+      ),
+      hv=("num_attention_heads x v_head_dim", h * a.v_head_dim),
+    )
+  # Half-split order of interleaved rotary dims: (0, 2, 4, ..., 1, 3, 5, ...).
+  rope_order = np.concatenate([np.arange(0, k, 2), np.arange(1, k, 2)])
+
+  def latent_attention(pre: str) -> dict[str, Any]:
+    """MLA's projections (`models/mla.py`): kv_b_proj split into its key and value halves."""
+    a, nope = c.mla, c.mla.qk_nope_head_dim
+    out: dict[str, Any] = {}
+    if a.q_lora_rank is not None:
+      out["q_a_proj"] = linear(pre + "q_a_proj.weight", "qr", "d", (a.q_lora_rank,))
+      out["q_a_norm"] = {"scale": fetch(pre + "q_a_layernorm.weight", "qr")}
+      q = linear(pre + "q_b_proj.weight", "hq", "qr", (h, nope + k))
+    else:
+      q = linear(pre + "q_proj.weight", "hq", "d", (h, nope + k))
+    kv_a = linear(pre + "kv_a_proj_with_mqa.weight", "kvr", "d", (a.kv_lora_rank + k,))
+    if rope_interleaved:  # new arrays: the tensors read may be read-only views
+      q = np.concatenate([q[..., :nope], q[..., nope + rope_order]], axis=-1)
+      r = a.kv_lora_rank
+      kv_a = np.concatenate([kv_a[:, :r], kv_a[:, r + rope_order]], axis=-1)
+    out["q_b_proj" if a.q_lora_rank is not None else "q_proj"] = q
+    out["kv_a_proj"] = kv_a
+    out["kv_a_norm"] = {"scale": fetch(pre + "kv_a_layernorm.weight", "r")}
+    kv_b = fetch(pre + "kv_b_proj.weight", "hkv", "r").reshape(h, nope + a.v_head_dim, -1)
+    out["k_b_proj"] = kv_b[:, :nope].transpose(2, 0, 1)  # [R, H, C]
+    out["v_b_proj"] = kv_b[:, nope:].transpose(2, 0, 1)  # [R, H, V]
+    out["o_proj"] = fetch(pre + "o_proj.weight", "d", "hv").T.reshape(h, a.v_head_dim, d)
+    return out
 
   def expert_params(pre: str) -> dict[str, np.ndarray]:
     """Router and experts stacked [E, ...], from per-expert tensors (the Hub's layout) or the
-    stacked `experts.gate_up_proj` / `experts.down_proj` of transformers 5's in-memory layout."""
+    stacked `experts.gate_up_proj` / `experts.down_proj` of transformers 5's in-memory layout;
+    DeepSeek-V3's router bias and shared experts."""
     e = c.moe.num_experts
-    out = {"router": fetch(pre + "gate.weight", "e", "d").T}
+    out: dict[str, Any] = {"router": fetch(pre + "gate.weight", "e", "d").T}
+    if c.moe.router == "sigmoid":
+      out["router_bias"] = fetch(pre + "gate.e_score_correction_bias", "e")
+    if c.moe.num_shared_experts:
+      shared = pre + "shared_experts."
+      out["shared"] = {
+        "gate_proj": linear(shared + "gate_proj.weight", "si", "d", (axes["si"][1],)),
+        "up_proj": linear(shared + "up_proj.weight", "si", "d", (axes["si"][1],)),
+        "down_proj": linear(shared + "down_proj.weight", "d", "si", (d,)),
+      }
     if get(pre + "experts.gate_up_proj") is not None:
       gate_up = fetch(pre + "experts.gate_up_proj", "e", "i2", "d")  # [E, 2I, D]
       gate, up = np.split(gate_up, 2, axis=1)
@@ -225,13 +315,16 @@ def params_from_hf_tensors(
     params["lm_head"] = linear("lm_head.weight", "v", "d", (v,))
   for i in range(c.num_layers):
     pre = f"model.layers.{i}."
-    attn = {
-      "q_proj": linear(pre + "self_attn.q_proj.weight", "hk", "d", (h, k)),
-      "k_proj": linear(pre + "self_attn.k_proj.weight", "nk", "d", (n, k)),
-      "v_proj": linear(pre + "self_attn.v_proj.weight", "nk", "d", (n, k)),
-      # o_proj: torch [D, H*K] -> ours [H, K, D]
-      "o_proj": fetch(pre + "self_attn.o_proj.weight", "d", "hk").T.reshape(h, k, d),
-    }
+    if c.mla is not None:
+      attn = latent_attention(pre + "self_attn.")
+    else:
+      attn = {
+        "q_proj": linear(pre + "self_attn.q_proj.weight", "hk", "d", (h, k)),
+        "k_proj": linear(pre + "self_attn.k_proj.weight", "nk", "d", (n, k)),
+        "v_proj": linear(pre + "self_attn.v_proj.weight", "nk", "d", (n, k)),
+        # o_proj: torch [D, H*K] -> ours [H, K, D]
+        "o_proj": fetch(pre + "self_attn.o_proj.weight", "d", "hk").T.reshape(h, k, d),
+      }
     if c.qk_norm:
       attn["q_norm"] = {"scale": fetch(pre + "self_attn.q_norm.weight", "k")}
       attn["k_norm"] = {"scale": fetch(pre + "self_attn.k_norm.weight", "k")}
@@ -335,7 +428,9 @@ def load_hf_folder(path: str | Path, dtype: str = "float32"):
   from safetensors import SafetensorError
 
   folder = Path(path)
-  config = config_from_hf(read_config_json(folder), dtype)
+  cfg = read_config_json(folder)
+  config = config_from_hf(cfg, dtype)
+  interleaved = config.mla is not None and bool(cfg.get("rope_interleave", True))
   get = tensor_getter(folder)
   read = set()
 
@@ -344,7 +439,7 @@ def load_hf_folder(path: str | Path, dtype: str = "float32"):
     return get(name)
 
   try:
-    params = params_from_hf_tensors(config, get_and_record)
+    params = params_from_hf_tensors(config, get_and_record, rope_interleaved=interleaved)
   except SafetensorError as e:
     raise CheckpointError(f"corrupt safetensors file in {folder}: {e}") from None
   _refuse_unused(folder, config, sorted(get.names - read))

@@ -27,26 +27,31 @@ KV_AXES = ("batch", "kv_heads", "length", "head_dim")
 
 @struct.dataclass
 class KVCache:
-  keys: tuple[jax.Array, ...]  # per layer [B, N, S, K]
-  values: tuple[jax.Array, ...]  # per layer [B, N, S, K]
+  # Per layer [B, N, S, K]. An MLA target (`models/mla.py`) keeps its latent [B, 1, S, r] as
+  # the keys and its shared rotary key [B, 1, S, p] as the values (`ModelConfig.cache_dims`).
+  keys: tuple[jax.Array, ...]
+  values: tuple[jax.Array, ...]
   lengths: jax.Array  # [B] int32, valid slots per row
 
   @classmethod
   def create(
     cls, config: ModelConfig, batch: int, capacity: int, dtype: str | None = None
   ) -> KVCache:
-    shape = (batch, config.num_kv_heads, capacity, config.head_dim)
+    heads, key_dim, value_dim = config.cache_dims
     dt = jnp.dtype(dtype or config.dtype)
     # Separate buffers for every array: a cache may be donated, and a buffer shared by keys and
     # values would be donated twice.
-    zeros = lambda: tuple(jnp.zeros(shape, dt) for _ in range(config.num_layers))
-    return cls(keys=zeros(), values=zeros(), lengths=jnp.zeros((batch,), jnp.int32))
+    zeros = lambda k: tuple(
+      jnp.zeros((batch, heads, capacity, k), dt) for _ in range(config.num_layers)
+    )
+    return cls(keys=zeros(key_dim), values=zeros(value_dim), lengths=jnp.zeros((batch,), jnp.int32))
 
   @staticmethod
   def bytes_needed(config: ModelConfig, batch: int, capacity: int, dtype: str | None = None) -> int:
     """Bytes `create` would allocate (keys and values of every layer), computed without it."""
-    per_array = batch * config.num_kv_heads * capacity * config.head_dim
-    return 2 * config.num_layers * per_array * jnp.dtype(dtype or config.dtype).itemsize
+    heads, key_dim, value_dim = config.cache_dims
+    per_layer = batch * heads * capacity * (key_dim + value_dim)
+    return config.num_layers * per_layer * jnp.dtype(dtype or config.dtype).itemsize
 
   @property
   def capacity(self) -> int:

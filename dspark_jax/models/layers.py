@@ -138,7 +138,14 @@ def prefix_bucket_index(buckets: tuple[int, ...], need: jax.Array) -> jax.Array:
 
 
 def attend_cache_prefix(
-  q_BxTxHxK, keys_BxNxSxK, values_BxNxSxK, start_B, window, scale: float, softcap
+  q_BxTxHxK,
+  keys_BxNxSxK,
+  values_BxNxSxK,
+  start_B,
+  window,
+  scale: float,
+  softcap,
+  parts_fn=attend_parts,
 ) -> jax.Array:
   """Attention of T new queries (query t of row b in slot start_B[b] + t) over the cache after
   this step's write, read only up to the smallest compiled prefix that holds every row's last
@@ -148,15 +155,18 @@ def attend_cache_prefix(
   Reading the written cache through the switch also keeps XLA from fusing the cache write into
   the attention's operands, which at batch 1 made it copy every layer's cache twice a step.
 
+  `parts_fn` is the attention over (keys, values, mask) parts (`attend_parts`; MLA passes its
+  latent form, where q may be a tuple of arrays).
+
   Returns [B, T, H, K].
   """
-  t = q_BxTxHxK.shape[1]
+  t = jax.tree.leaves(q_BxTxHxK)[0].shape[1]
   buckets = prefix_buckets(keys_BxNxSxK.shape[2])
 
   def over_prefix(size):
     def run(q, keys, values, start):
       mask = attention_mask(start, t, size, window)
-      return attend(q, keys[:, :, :size], values[:, :, :size], mask, scale, softcap)
+      return parts_fn(q, ((keys[:, :, :size], values[:, :, :size], mask),), scale, softcap)
 
     return run
 
@@ -166,7 +176,16 @@ def attend_cache_prefix(
 
 
 def attend_cache_and_block(
-  q_BxTxHxK, cache_k, cache_v, k_BxNxTxK, v_BxNxTxK, start_B, window, scale: float, softcap
+  q_BxTxHxK,
+  cache_k,
+  cache_v,
+  k_BxNxTxK,
+  v_BxNxTxK,
+  start_B,
+  window,
+  scale: float,
+  softcap,
+  parts_fn=attend_parts,
 ) -> jax.Array:
   """Attention of T new queries over the cache's valid slots (read only, up to the smallest
   compiled prefix that holds every row's `start_B` slots, chosen with `lax.switch`) and over
@@ -177,9 +196,9 @@ def attend_cache_and_block(
   The keys seen are exactly those of the write-then-attend formulation (`attend_cache_prefix`),
   which is the one to use outside conditionals (see `Attention`).
 
-  Returns [B, T, H, K].
+  Returns [B, T, H, K]; `parts_fn` as in `attend_cache_prefix`.
   """
-  t = q_BxTxHxK.shape[1]
+  t = jax.tree.leaves(q_BxTxHxK)[0].shape[1]
   buckets = prefix_buckets(cache_k.shape[2])
   block_mask = attention_mask(jnp.zeros_like(start_B), t, t, window)
 
@@ -187,7 +206,7 @@ def attend_cache_and_block(
     def run(q, cache_k, cache_v, k_new, v_new, start):
       cached = attention_mask(start, t, size, window) & (jnp.arange(size) < start[:, None, None])
       parts = ((cache_k[:, :, :size], cache_v[:, :, :size], cached), (k_new, v_new, block_mask))
-      return attend_parts(q, parts, scale, softcap)
+      return parts_fn(q, parts, scale, softcap)
 
     return run
 

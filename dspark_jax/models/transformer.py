@@ -1,4 +1,5 @@
-"""The decoder-only target family (Llama/SmolLM2, Qwen3, Gemma3) as one Flax module.
+"""The decoder-only target family (Llama/SmolLM2, Qwen3, Gemma3; MoE and MLA variants such as
+Qwen3-MoE and DeepSeek-V3) as one Flax module.
 
 Used functionally: `forward(params, tokens, positions, cache, config=...)` is a pure function of
 its inputs; prefill, decoding and verification are the same call with different T.
@@ -15,6 +16,7 @@ from flax import linen as nn
 from dspark_jax.config import ModelConfig
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.layers import Attention, GatedMLP, RMSNorm, _param, random_params
+from dspark_jax.models.mla import LatentAttention
 from dspark_jax.models.moe import MoEMLP
 
 
@@ -39,21 +41,26 @@ class Block(nn.Module):
     offset = 1.0 if c.gemma_style else 0.0
     norm = lambda name: RMSNorm(c.rms_eps, offset, c.dtype, name=name)
     theta, factor = c.rope(self.layer)
-    attn = Attention(
-      num_heads=c.num_heads,
-      num_kv_heads=c.num_kv_heads,
-      head_dim=c.head_dim,
-      scale=c.scale,
-      window=c.window(self.layer),
-      rope_theta=theta,
-      rope_factor=factor,
-      qk_norm=c.qk_norm,
-      norm_eps=c.rms_eps,
-      norm_offset=offset,
-      softcap=c.attn_logit_softcap,
-      dtype=c.dtype,
-      name="attn",
-    )
+    if c.mla is not None:
+      attn = LatentAttention(
+        c.num_heads, c.mla, c.scale, theta, factor, c.rms_eps, c.dtype, name="attn"
+      )
+    else:
+      attn = Attention(
+        num_heads=c.num_heads,
+        num_kv_heads=c.num_kv_heads,
+        head_dim=c.head_dim,
+        scale=c.scale,
+        window=c.window(self.layer),
+        rope_theta=theta,
+        rope_factor=factor,
+        qk_norm=c.qk_norm,
+        norm_eps=c.rms_eps,
+        norm_offset=offset,
+        softcap=c.attn_logit_softcap,
+        dtype=c.dtype,
+        name="attn",
+      )
     activation = "gelu_tanh" if c.gemma_style else "silu"
     if c.is_moe(self.layer):
       mlp = MoEMLP(c.moe, activation, c.dtype, self.expert_path, name="mlp")

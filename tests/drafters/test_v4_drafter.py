@@ -157,6 +157,8 @@ def test_trains_from_the_command_line_override(tmp_path):
   result = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
   losses = [m["loss"] for m in trainer.read_metrics(tcfg.out_dir)]
   assert len(losses) == 6 and losses[-1] < losses[0]
-  save_drafter(tmp_path / "drafter", drafter, {"trainable": result["trainable"], "frozen": result["frozen"]})
+  save_drafter(
+    tmp_path / "drafter", drafter, {"trainable": result["trainable"], "frozen": result["frozen"]}
+  )
   loaded, _ = load_drafter(tmp_path / "drafter", config, params)
   assert loaded.config == tcfg.draft
