@@ -2,7 +2,7 @@
 
 Model code names logical axes only (`batch`, `vocab`, `embed`, `heads`, `kv_heads`, `head_dim`,
 `mlp`, `length`, `norm`, `expert`); this module is the one place that maps them onto physical
-mesh axes (`data`, `tensor`, `expert`).
+mesh axes (`data`, `fsdp`, `tensor`, `expert`).
 """
 
 from __future__ import annotations
@@ -17,17 +17,19 @@ from dspark_jax.config import ModelConfig
 from dspark_jax.models.kv_cache import KV_AXES, KVCache
 from dspark_jax.models.transformer import logical_axes
 
-MESH_AXES = ("data", "tensor", "expert")
+MESH_AXES = ("data", "fsdp", "tensor", "expert")
 
 # Data parallel over the batch; Megatron-style tensor parallel over heads, MLP width and vocab.
-LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
-  ("batch", "data"),
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+  # The batch splits over data and fsdp; fsdp also splits every weight along its model width
+  # (ZeRO-3 style: XLA gathers a layer's weights where they are used).
+  ("batch", ("data", "fsdp")),
   ("vocab", "tensor"),
   ("heads", "tensor"),
   ("kv_heads", "tensor"),
   ("mlp", "tensor"),
   ("expert", "expert"),
-  ("embed", None),
+  ("embed", "fsdp"),
   ("head_dim", None),
   ("q_lora", None),  # MLA's low-rank query and key/value bottlenecks stay whole
   ("kv_lora", None),
@@ -36,26 +38,29 @@ LOGICAL_RULES: tuple[tuple[str, str | None], ...] = (
 )
 
 
-def make_mesh(data: int = -1, tensor: int = 1, expert: int = 1, devices=None) -> jax.sharding.Mesh:
-  """A (data, tensor, expert) mesh; `data=-1` takes every device left over.
+def make_mesh(
+  data: int = -1, tensor: int = 1, expert: int = 1, fsdp: int = 1, devices=None
+) -> jax.sharding.Mesh:
+  """A (data, fsdp, tensor, expert) mesh; `data=-1` takes every device left over.
 
   Raises:
     ValueError: the axis sizes do not multiply to the number of devices.
   """
   devices = list(devices if devices is not None else jax.devices())
+  model = fsdp * tensor * expert
   if data == -1:
-    if len(devices) % (tensor * expert):
+    if len(devices) % model:
       raise ValueError(
-        f"{len(devices)} devices do not split into tensor={tensor} x expert={expert}"
+        f"{len(devices)} devices do not split into fsdp={fsdp} x tensor={tensor} x expert={expert}"
       )
-    data = len(devices) // (tensor * expert)
-  if data * tensor * expert != len(devices):
+    data = len(devices) // model
+  if data * model != len(devices):
     raise ValueError(
-      f"mesh data={data} x tensor={tensor} x expert={expert} needs {data * tensor * expert} "
-      f"devices, have {len(devices)}"
+      f"mesh data={data} x fsdp={fsdp} x tensor={tensor} x expert={expert} needs "
+      f"{data * model} devices, have {len(devices)}"
     )
-  auto = (jax.sharding.AxisType.Auto,) * 3
-  return jax.make_mesh((data, tensor, expert), MESH_AXES, axis_types=auto, devices=devices)
+  auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+  return jax.make_mesh((data, fsdp, tensor, expert), MESH_AXES, axis_types=auto, devices=devices)
 
 
 def _mesh_spec(logical: PartitionSpec, shape: Sequence[int], mesh, rules) -> PartitionSpec:
@@ -67,8 +72,15 @@ def _mesh_spec(logical: PartitionSpec, shape: Sequence[int], mesh, rules) -> Par
   physical = nn.logical_to_mesh_axes(logical, rules)
   axes = []
   for dim, axis in zip(shape, physical, strict=True):
-    size = 1 if axis is None else mesh.shape[axis]
-    axes.append(axis if size > 1 and dim % size == 0 else None)
+    # A dim may map to several mesh axes (the batch over data and fsdp): keep those of size > 1
+    # while they divide it.
+    names = () if axis is None else (axis,) if isinstance(axis, str) else tuple(axis)
+    kept, size = [], 1
+    for name in names:
+      if mesh.shape[name] > 1 and dim % (size * mesh.shape[name]) == 0:
+        kept.append(name)
+        size *= mesh.shape[name]
+    axes.append(None if not kept else kept[0] if len(kept) == 1 else tuple(kept))
   return PartitionSpec(*axes)
 
 
@@ -114,6 +126,6 @@ def shard_cache(cache: KVCache, mesh, rules=LOGICAL_RULES) -> KVCache:
 
 
 def shard_batch(x: jax.Array, mesh, rules=LOGICAL_RULES) -> jax.Array:
-  """Splits the leading (batch) axis over the data axis; other axes replicated."""
+  """Splits the leading (batch) axis over the data and fsdp axes; other axes replicated."""
   logical = PartitionSpec("batch", *([None] * (x.ndim - 1)))
   return jax.device_put(x, NamedSharding(mesh, _mesh_spec(logical, x.shape, mesh, rules)))

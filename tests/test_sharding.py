@@ -58,7 +58,12 @@ def test_moe_expert_parallel_and_sharded_moe_target_equal_single_device():
   assert result["devices"] == 8
   for mesh, diff in result["expert_layer"].items():
     assert diff < 1e-5, mesh
-  for mesh in ("data2_expert4", "data2_tensor2_expert2"):
+  assert "skewed_expert4_ragged-emulated" in result["expert_layer"]
+  for mesh in ("data2_expert4", "data2_tensor2_expert2", "fsdp2_expert2_tensor2"):
     assert result[f"gate_spec_{mesh}"][0] == "expert", result
     assert result[f"logit_diff_{mesh}"] < 1e-5, mesh
     assert result[f"tokens_equal_{mesh}"], mesh
+  assert result["gate_spec_fsdp2_expert2_tensor2"] == ["expert", "fsdp", "tensor"]
+  assert result["deepseek_q_spec"] == ["fsdp", "tensor", "None"]
+  assert result["deepseek_logit_diff"] < 1e-5
+  assert result["deepseek_tokens_equal"]

@@ -204,9 +204,12 @@ def test_data_parallel_steps_on_8_devices_equal_one_device():
   from tests.test_sharding import run_worker
 
   result = run_worker("training/train_mesh_worker.py")
-  np.testing.assert_allclose(result["mesh"], result["one"], rtol=1e-5)
-  assert result["param_diff"] < 1e-5
-  assert result["q_spec"][:2] == ["None", "tensor"]  # heads stay split after the updates
+  for mesh in ("mesh", "fsdp_mesh"):
+    np.testing.assert_allclose(result[mesh], result["one"], rtol=1e-5)
+    assert result[f"{mesh}_param_diff"] < 1e-5
+  # Heads stay split after the updates (and the width over fsdp).
+  assert result["mesh_q_spec"][:2] == ["None", "tensor"]
+  assert result["fsdp_mesh_q_spec"][:2] == ["fsdp", "tensor"]
 
 
 def uninterrupted(tmp_path, **overrides):

@@ -1,5 +1,5 @@
-"""Run in a subprocess with 8 simulated CPU devices: training steps on a data x tensor mesh vs
-one device. Prints one JSON line; `tests/training/test_trainer.py` asserts on it."""
+"""Run in a subprocess with 8 simulated CPU devices: training steps on data x tensor and
+fsdp x tensor x expert meshes vs one device. Prints one JSON line; `tests/training/test_trainer.py` asserts on it."""
 
 import dataclasses
 import json
@@ -31,24 +31,24 @@ def main():
     tcfg = dataclasses.replace(tcfg, batch_size=4, max_steps=3)
     one = trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
     one_losses = [m["loss"] for m in trainer.read_metrics(tcfg.out_dir)]
-    mesh_cfg = dataclasses.replace(tcfg, out_dir=str(Path(tmp) / "mesh"))
-    mesh = sharding.make_mesh(data=4, tensor=2)
-    many = trainer.train(
-      mesh_cfg, drafter, config, params, samples=samples, mesh=mesh, progress=False
-    )
-    mesh_losses = [m["loss"] for m in trainer.read_metrics(mesh_cfg.out_dir)]
-    diff = max(
-      float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-      for a, b in zip(
-        jax.tree.leaves(one["trainable"]), jax.tree.leaves(many["trainable"]), strict=True
+    out = {"one": one_losses}
+    meshes = {"mesh": dict(data=4, tensor=2), "fsdp_mesh": dict(data=1, fsdp=2, tensor=2, expert=2)}
+    for name, shape in meshes.items():
+      mesh_cfg = dataclasses.replace(tcfg, out_dir=str(Path(tmp) / name))
+      mesh = sharding.make_mesh(**shape)
+      many = trainer.train(
+        mesh_cfg, drafter, config, params, samples=samples, mesh=mesh, progress=False
       )
-    )
-    spec = many["trainable"]["layers_0"]["attn"]["q_proj"].sharding.spec
-  print(
-    json.dumps(
-      {"one": one_losses, "mesh": mesh_losses, "param_diff": diff, "q_spec": [str(a) for a in spec]}
-    )
-  )
+      out[name] = [m["loss"] for m in trainer.read_metrics(mesh_cfg.out_dir)]
+      out[f"{name}_param_diff"] = max(
+        float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+        for a, b in zip(
+          jax.tree.leaves(one["trainable"]), jax.tree.leaves(many["trainable"]), strict=True
+        )
+      )
+      spec = many["trainable"]["layers_0"]["attn"]["q_proj"].sharding.spec
+      out[f"{name}_q_spec"] = [str(a) for a in spec]
+  print(json.dumps(out))
 
 
 if __name__ == "__main__":
