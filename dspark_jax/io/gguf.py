@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dspark_jax.config import ModelConfig, gemma3_layer_windows
+from dspark_jax.config import ModelConfig, MoEConfig, gemma3_layer_windows
 from dspark_jax.io.gguf_file import GGUFFile, GGUFFormatError, read_gguf
 from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
 
@@ -25,7 +25,7 @@ from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
 # plus the plain float types. Others are refused by name rather than guessed at.
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
 
-_ARCHITECTURES = {"llama": "llama", "qwen3": "qwen3", "gemma3": "gemma3"}
+_ARCHITECTURES = {"llama": "llama", "qwen3": "qwen3", "qwen3moe": "qwen3", "gemma3": "gemma3"}
 
 _LAYER_NAMES = {
   "attn_q": "self_attn.q_proj.weight",
@@ -40,6 +40,13 @@ _LAYER_NAMES = {
   "ffn_gate": "mlp.gate_proj.weight",
   "ffn_up": "mlp.up_proj.weight",
   "ffn_down": "mlp.down_proj.weight",
+  "ffn_gate_inp": "mlp.gate.weight",  # the MoE router
+}
+# llama.cpp stores an MoE layer's experts as three stacks: gate and up [E, I, D], down [E, D, I]
+# (torch layout); they are handed over as transformers 5's stacked gate_up [E, 2I, D] and down.
+_EXPERT_STACKS = {
+  "mlp.experts.gate_up_proj": ("ffn_gate_exps", "ffn_up_exps"),
+  "mlp.experts.down_proj": ("ffn_down_exps",),
 }
 
 
@@ -114,6 +121,17 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
       attn_logit_softcap=meta.get(f"{arch}.attn_logit_softcapping"),
       final_logit_softcap=meta.get(f"{arch}.final_logit_softcapping"),
     )
+  if f"{arch}.expert_count" in meta:
+    routed = {i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" in tensor_names}
+    extra["moe"] = MoEConfig(
+      num_experts=int(get("expert_count")),
+      experts_per_token=int(get("expert_used_count")),
+      expert_size=int(get("expert_feed_forward_length")),
+      router="softmax",
+      # Qwen3-MoE renormalises its top-k weights (llama.cpp's graph does so unconditionally).
+      normalize_weights=bool(meta.get(f"{arch}.expert_weights_norm", True)),
+      dense_layers=tuple(i for i in range(layers) if i not in routed),
+    )
   return ModelConfig(
     family=family,
     vocab_size=vocab,
@@ -179,6 +197,12 @@ def load_gguf(path: str | Path, dtype: str = "float32"):
       by_hf_name[hf_name] = name
 
   def get(hf_name: str):
+    layer, _, rest = hf_name.removeprefix("model.layers.").partition(".")
+    if rest in _EXPERT_STACKS:
+      names = [f"blk.{layer}.{kind}.weight" for kind in _EXPERT_STACKS[rest]]
+      if not all(n in file.tensors for n in names):
+        return None
+      return np.concatenate([dequantize(file, n) for n in names], axis=1)
     name = by_hf_name.get(hf_name)
     if name is None:
       return None

@@ -18,6 +18,7 @@ _LAYER = {
   "mlp.gate_proj.weight": "ffn_gate",
   "mlp.up_proj.weight": "ffn_up",
   "mlp.down_proj.weight": "ffn_down",
+  "mlp.gate.weight": "ffn_gate_inp",
 }
 
 
@@ -25,6 +26,22 @@ def llama_cpp_permute(w: np.ndarray, heads: int) -> np.ndarray:
   """llama.cpp's convert_hf_to_gguf permutation of Q/K rows for interleaved RoPE."""
   rows = w.shape[0]
   return w.reshape(heads, 2, rows // heads // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _expert_stacks(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """transformers 5's stacked experts (gate_up [E, 2I, D], down [E, D, I]) as llama.cpp's three
+  stacks, under the pseudo-names `gguf_name` maps to ffn_{gate,up,down}_exps."""
+  out = {}
+  for name, w in state.items():
+    if name.endswith("mlp.experts.gate_up_proj"):
+      gate, up = np.split(np.asarray(w), 2, axis=1)
+      out[name.replace("gate_up_proj", "gate_exps")] = gate
+      out[name.replace("gate_up_proj", "up_exps")] = up
+    elif name.endswith("mlp.experts.down_proj"):
+      out[name.replace("down_proj", "down_exps")] = w
+    else:
+      out[name] = w
+  return out
 
 
 def gguf_name(hf_name: str, arch: str) -> str:
@@ -41,6 +58,8 @@ def gguf_name(hf_name: str, arch: str) -> str:
     kind = "ffn_norm"
   elif rest == "post_feedforward_layernorm.weight":
     kind = "post_ffw_norm"
+  elif rest.startswith("mlp.experts."):
+    kind = "ffn_" + rest.removeprefix("mlp.experts.")
   else:
     kind = _LAYER[rest]
   return f"blk.{layer}.{kind}.weight"
@@ -61,9 +80,13 @@ def write_gguf(path: Path, arch: str, hf_config, state: dict[str, np.ndarray], e
   theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope["rope_theta"]
   writer.add_float32(f"{arch}.rope.freq_base", theta)
   writer.add_uint32(f"{arch}.vocab_size", c.vocab_size)
+  if getattr(c, "num_experts", None):  # Qwen3-MoE
+    writer.add_uint32(f"{arch}.expert_count", c.num_experts)
+    writer.add_uint32(f"{arch}.expert_used_count", c.num_experts_per_tok)
+    writer.add_uint32(f"{arch}.expert_feed_forward_length", c.moe_intermediate_size)
   for key, value in (extra or {}).items():
     writer.add_uint32(f"{arch}.{key}", value)
-  for name, w in state.items():
+  for name, w in _expert_stacks(state).items():
     w = np.asarray(w, np.float32)
     if arch == "llama" and name.endswith("q_proj.weight"):
       w = llama_cpp_permute(w, c.num_attention_heads)

@@ -17,9 +17,10 @@ from tests.hf_tiny import VOCAB, make_tiny_hf_model
 from tests.io.gguf_tiny import write_gguf
 
 
-@pytest.mark.parametrize("family", ["llama", "gemma3"])
+@pytest.mark.parametrize("family", ["llama", "gemma3", "qwen3_moe"])
 def test_gguf_written_like_llama_cpp_matches_transformers(family, tmp_path):
-  """Q/K row permutation (llama) and (1 + w) norms (gemma3) are undone exactly."""
+  """Q/K row permutation (llama) and (1 + w) norms (gemma3) are undone exactly; Qwen3-MoE's
+  expert stacks (and its dense first layer, which has no router tensor) are read."""
   overrides = {"sliding_window": 5} if family == "gemma3" else {}
   hf_model = make_tiny_hf_model(family, tmp_path / "hf", seed=3, **overrides)
   state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
@@ -35,8 +36,11 @@ def test_gguf_written_like_llama_cpp_matches_transformers(family, tmp_path):
     hf_model.tie_weights()
     extra = {"attention.sliding_window": 5}
   path = tmp_path / "tiny.gguf"
-  write_gguf(path, family, hf_model.config, state, extra)
+  arch = {"qwen3_moe": "qwen3moe"}.get(family, family)
+  write_gguf(path, arch, hf_model.config, state, extra)
   config, params, _ = load_gguf(path)
+  if family == "qwen3_moe":
+    assert config.moe.dense_layers == (0,) and config.moe.num_experts == 6
   tokens = np.random.default_rng(0).integers(0, VOCAB, size=(1, 12))
   with torch.no_grad():
     want = hf_model(torch.tensor(tokens)).logits.numpy()
