@@ -13,6 +13,14 @@ itself wrote (tests/io/data/deepspec_fixture).
 Supported: Qwen3-style drafters (architectures `Qwen3DSparkModel`, `Qwen3Eagle3Model`), which
 is what we train for every target family. `Gemma4DSparkModel` folders are refused with a clear
 error: their layer layout is not part of the format description we work from.
+
+V4-style drafters (ours; DeepSpec's format has no MoE or windowed drafter). The context window
+is written as HF's Qwen3 fields say it (`sliding_window`, `use_sliding_window`, `layer_types`
+of "sliding_attention"). MoE layers have no field in DeepSpec's format: we add a `"moe"` object
+(our `MoEConfig` fields) and name the tensors as HF's Qwen3-MoE / DeepSeek-V3 do
+(`mlp.gate.weight`, `mlp.gate.e_score_correction_bias`, `mlp.experts.{j}.{gate,up,down}_proj
+.weight`, `mlp.shared_experts.*`). A reader that does not know the extension fails loudly on the
+unknown tensors; it does not load a wrong model.
 """
 
 from __future__ import annotations
