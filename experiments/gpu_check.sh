@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared check for a machine with a GPU (or TPU): the forward against its matmul floor at
-# batch 1..64, and both Pallas kernels (ragged attention, flat-buffer verification) compiled for
-# the device against their XLA references. Everything lands in one folder (default
+# batch 1..64, both Pallas kernels (ragged attention, flat-buffer verification) compiled for
+# the device against their XLA references, and the MoE exchange through the real
+# lax.ragged_all_to_all against one device. Everything lands in one folder (default
 # results/gpu_check/), with the device and versions.
 #
 #   bash experiments/gpu_check.sh [OUT_DIR]
@@ -24,4 +25,5 @@ PY
   --requests 1 8 32 64 --out "$out/kernels.json" | tee "$out/kernels.log"
 "$python" experiments/bench_forward.py --batch 1 8 32 64 --t 1 8 --drafter "" \
   --out "$out/forward.json" | tee "$out/forward.log"
+"$python" experiments/check_ragged_exchange.py | tee "$out/ragged_exchange.json"
 echo "gpu_check: results in $out"
