@@ -9,6 +9,7 @@ fsdp x tensor x expert mesh. Prints one JSON line.
 
 import json
 import os
+import sys
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
@@ -26,6 +27,9 @@ from dspark_jax.drafters.ngram import NgramDrafter  # noqa: E402
 from dspark_jax.models import moe  # noqa: E402
 from dspark_jax.models.moe_parallel import routed_experts_sharded  # noqa: E402
 from dspark_jax.models.transformer import forward, init_params  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.tiny import deepseek_style_moe  # noqa: E402
 
 
 def expert_layer_diffs():
@@ -109,17 +113,7 @@ def main():
 def deepseek_style_on_fsdp_mesh(prompts, drafter, spec):
   """An MLA + sigmoid-routed MoE target (shared expert, a dense first layer) on an
   fsdp x tensor x expert mesh: logits and greedy speculative decoding against one device."""
-  moe_config = MoEConfig(
-    num_experts=8,
-    experts_per_token=2,
-    expert_size=32,
-    router="sigmoid",
-    num_groups=2,
-    groups_per_token=1,
-    routed_scale=2.0,
-    num_shared_experts=1,
-    dense_layers=(0,),
-  )
+  moe_config = deepseek_style_moe(num_experts=8, expert_size=32)
   mla = MLAConfig(kv_lora_rank=16, qk_nope_head_dim=8, qk_rope_head_dim=8, v_head_dim=8)
   config = ModelConfig(
     "llama", 128, 64, 96, 2, 4, 4, 8, tie_embeddings=False, moe=moe_config, mla=mla

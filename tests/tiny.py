@@ -2,7 +2,7 @@
 
 import jax
 
-from dspark_jax.config import ModelConfig
+from dspark_jax.config import ModelConfig, MoEConfig
 from dspark_jax.models.transformer import init_params
 
 TINY_VOCAB = 64
@@ -32,3 +32,19 @@ def tiny_model(family: str = "llama", seed: int = 0, scale: float = 1.0, **overr
   params = init_params(config, jax.random.key(seed))
   params = jax.tree.map(lambda x: x * scale if x.ndim > 1 else x, params)
   return config, params
+
+
+def deepseek_style_moe(num_experts: int = 4, expert_size: int = 16, routed_scale: float = 2.0):
+  """DeepSeek-V3-style routing at tiny size: grouped sigmoid router (2 groups, 1 per token,
+  2 experts per token), one shared expert, and a dense first layer."""
+  return MoEConfig(
+    num_experts=num_experts,
+    experts_per_token=2,
+    expert_size=expert_size,
+    router="sigmoid",
+    num_groups=2,
+    groups_per_token=1,
+    routed_scale=routed_scale,
+    num_shared_experts=1,
+    dense_layers=(0,),
+  )

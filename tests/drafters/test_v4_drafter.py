@@ -17,22 +17,12 @@ from dspark_jax.io.deepspec import load_drafter, save_drafter, state_dict_shapes
 from dspark_jax.training import trainer
 from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
 from tests.drafters.test_drafter_modes import T, inference_logits, sequence, train_logits
-from tests.tiny import tiny_model
+from tests.tiny import deepseek_style_moe, tiny_model
 from tests.tiny_drafters import random_drafter
 
 # Two backbone layers: the first keeps its dense MLP, the second routes over 4 experts (+ a
 # shared one) with DeepSeek-V3's grouped sigmoid router, so both layer kinds and the bias run.
-MOE = MoEConfig(
-  num_experts=4,
-  experts_per_token=2,
-  expert_size=16,
-  router="sigmoid",
-  num_groups=2,
-  groups_per_token=1,
-  routed_scale=1.5,
-  num_shared_experts=1,
-  dense_layers=(0,),
-)
+MOE = deepseek_style_moe(routed_scale=1.5)
 WINDOW = 4  # short enough to cut into the tiny sequences
 
 

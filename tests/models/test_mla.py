@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from dspark_jax.config import MLAConfig, MoEConfig
+from dspark_jax.config import MLAConfig
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import SamplingParams
@@ -21,21 +21,11 @@ from dspark_jax.models.transformer import forward_jit as forward
 from tests.decoding.test_loop import PROMPTS, drafters
 from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
 from tests.hf_tiny import VOCAB, make_tiny_hf_model
-from tests.tiny import tiny_model
+from tests.tiny import deepseek_style_moe, tiny_model
 from tests.tiny_drafters import random_drafter
 
 TINY_MLA = MLAConfig(kv_lora_rank=12, qk_nope_head_dim=6, qk_rope_head_dim=8, v_head_dim=5)
-TINY_DEEPSEEK_MOE = MoEConfig(
-  num_experts=4,
-  experts_per_token=2,
-  expert_size=16,
-  router="sigmoid",
-  num_groups=2,
-  groups_per_token=1,
-  routed_scale=2.0,
-  num_shared_experts=1,
-  dense_layers=(0,),
-)
+TINY_DEEPSEEK_MOE = deepseek_style_moe()
 
 
 def _logits(params, config, tokens):
