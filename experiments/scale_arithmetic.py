@@ -101,7 +101,7 @@ def main():
   from dspark_jax.config import DraftConfig
   from dspark_jax.drafters.build import make_drafter
   from dspark_jax.io.hf import config_from_hf
-  from dspark_jax.models.mla import cache_bytes_per_token
+  from dspark_jax.models.kv_cache import KVCache
   from dspark_jax.models.transformer import param_shapes
 
   config = config_from_hf(DEEPSEEK_V3, "bfloat16")
@@ -123,7 +123,7 @@ def main():
   draft_params = sum(math.prod(x.shape) for x in jax.tree.leaves(drafter.trainable_shapes()))
 
   bf16 = 2
-  mla_bytes = cache_bytes_per_token(config, bf16)
+  mla_bytes = KVCache.bytes_per_token(config)
   # The same attention without the latent: per head a (nope + rope)-wide key and a value.
   m = config.mla
   mha_bytes = (

@@ -53,6 +53,13 @@ class KVCache:
     per_layer = batch * heads * capacity * (key_dim + value_dim)
     return config.num_layers * per_layer * jnp.dtype(dtype or config.dtype).itemsize
 
+  @staticmethod
+  def bytes_per_token(config: ModelConfig, dtype: str = "bfloat16") -> int:
+    """Cache bytes one token occupies over all layers: 2 N K per layer for grouped-query
+    attention, R + P (latent + rotary key) for MLA."""
+    heads, key_dim, value_dim = config.cache_dims
+    return config.num_layers * heads * (key_dim + value_dim) * jnp.dtype(dtype).itemsize
+
   @property
   def capacity(self) -> int:
     return self.keys[0].shape[2]

@@ -134,11 +134,3 @@ class LatentAttention(nn.Module):
       keys, values = new_latent, new_rope
     out_heads = jnp.einsum("bthr,rhv->bthv", out_lat, w_uv.astype(dt))
     return jnp.einsum("bthv,hvd->btd", out_heads, wo.astype(dt)), (keys, values)
-
-
-def cache_bytes_per_token(config, dtype_bytes: int = 2) -> int:
-  """Cache bytes one token occupies across all layers (`ModelConfig.cache_dims`); bf16 default.
-
-  MLA: (R + P) per layer; GQA: 2 N K per layer."""
-  heads, key_dim, value_dim = config.cache_dims
-  return config.num_layers * heads * (key_dim + value_dim) * dtype_bytes

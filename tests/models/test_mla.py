@@ -16,7 +16,6 @@ from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.io.hf import load_hf_folder, params_from_hf_tensors, tensor_getter
 from dspark_jax.models.kv_cache import KVCache
-from dspark_jax.models.mla import cache_bytes_per_token
 from dspark_jax.models.transformer import forward_jit as forward
 from tests.decoding.test_loop import PROMPTS, drafters
 from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
@@ -90,10 +89,10 @@ def test_latent_cache_size():
   cache = KVCache.create(config, 3, 32, "bfloat16")
   allocated = sum(x.nbytes for x in (*cache.keys, *cache.values))
   assert allocated == KVCache.bytes_needed(config, 3, 32, "bfloat16")
-  assert allocated == 3 * 32 * cache_bytes_per_token(config)
-  assert cache_bytes_per_token(config) == 2 * 2 * (12 + 8)
+  assert allocated == 3 * 32 * KVCache.bytes_per_token(config)
+  assert KVCache.bytes_per_token(config) == 2 * 2 * (12 + 8)
   gqa = dataclasses.replace(config, mla=None)  # same heads as grouped-query attention
-  assert cache_bytes_per_token(gqa) == 2 * 2 * 2 * config.num_kv_heads * config.head_dim
+  assert KVCache.bytes_per_token(gqa) == 2 * 2 * 2 * config.num_kv_heads * config.head_dim
 
 
 def test_speculative_decoding_on_an_mla_target_is_greedy_identical():
