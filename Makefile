@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 
-.PHONY: install install-test demo test lint format
+.PHONY: install install-test demo test test-extended lint format
 
 install:
 	$(PIP) install -q -e .
@@ -27,10 +27,15 @@ demo: install
 	  --prompt "Explain in three sentences why the sky is blue." --max-new-tokens 128 \
 	  --temperature 0 --drafter-path data/drafters/smollm2_135m_dspark --compare-plain
 
-# Two workers, whole files per worker (tests in a file share compiled functions): on 2 cores
-# this takes the suite from ~17 to ~12 minutes, because compilation is mostly single-threaded.
+# Two workers, whole files per worker (tests in a file share compiled functions); compilation is
+# mostly single-threaded, so two workers use both cores. The `extended` tier is skipped here.
 test: install-test
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=15
+
+# Everything, the `extended` tier included (more parametrisations, all four notebooks, the
+# Gemma 3 real-model parity, the benchmark-prompt greedy check): about twice the default run.
+test-extended: install-test
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=15 --extended
 
 lint:
 	$(PYTHON) -m ruff format --check .

@@ -35,8 +35,15 @@ def test_committed_notebooks_carry_no_outputs(path):
       )
 
 
+# The quickstart runs in the default suite; the other three (each a minute or two of training,
+# evaluation or scheduling sweeps that the unit tests cover piece by piece) in the extended tier.
+RUN_CASES = [
+  pytest.param(p, marks=() if p.stem.startswith("01_") else pytest.mark.extended) for p in NOTEBOOKS
+]
+
+
 @pytest.mark.real_model
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", RUN_CASES, ids=lambda p: p.stem)
 def test_notebook_runs_on_smoke_settings(path, monkeypatch):
   nbformat = pytest.importorskip("nbformat")
   nbclient = pytest.importorskip("nbclient")

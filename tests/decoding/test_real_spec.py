@@ -14,7 +14,9 @@ from dspark_jax.drafters.ngram import NgramDrafter
 from dspark_jax.io.deepspec import load_drafter
 from dspark_jax.io.load import load_model
 
-pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+# Extended tier: greedy identity on the real model is also checked in the default suite by the
+# CLI demo test and the server's eight-chat test; this one runs the benchmark prompts.
+pytestmark = [pytest.mark.real_model, pytest.mark.slow, pytest.mark.extended]
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL = BENCHMARK_DIR

@@ -16,7 +16,10 @@ PROMPTS = [[5, 9, 2, 33, 7, 1, 60, 5, 9, 2], [11, 4], [8, 8, 8, 20, 3, 8, 8], [1
 # One drafter layer over the 2-layer tiny target's embedding and first-layer outputs: small
 # graphs compile fast, and every code path of the drafter is still exercised.
 SMALL = {"num_layers": 1, "target_layer_ids": (-1, 0)}
-CASES = [(kind, "llama") for kind in KINDS] + [("dspark-markov", "gemma3")]
+# The Gemma 3 case repeats the Llama one on another family: extended tier.
+CASES = [(kind, "llama") for kind in KINDS] + [
+  pytest.param("dspark-markov", "gemma3", marks=pytest.mark.extended)
+]
 
 
 @pytest.mark.parametrize(("kind", "family"), CASES)

@@ -99,7 +99,9 @@ def test_speculative_decoding_on_an_mla_target_is_greedy_identical():
   config, params = tiny_model("llama", scale=4.0, num_layers=3, mla=TINY_MLA, moe=TINY_DEEPSEEK_MOE)
   plain = generate(params, config, PROMPTS, GenerateConfig(20, stop_ids=(7,))).tokens
   dspark, dparams = random_drafter("dspark-markov", config, params)
-  for name, drafter, dp in [*drafters(config, params), ("dspark", dspark, dparams)]:
+  # n-gram and DSpark here; the draft-model and self drafters are checked on dense targets.
+  ngram = [d for d in drafters(config, params) if d[0] == "ngram"]
+  for name, drafter, dp in [*ngram, ("dspark", dspark, dparams)]:
     got = speculative_generate(params, config, drafter, dp, PROMPTS, SpecConfig(20, stop_ids=(7,)))
     assert got.tokens == plain, name
 

@@ -10,7 +10,9 @@ from dspark_jax.io.load import load_model
 from dspark_jax.io.model_files import ModelFileError
 from dspark_jax.models.transformer import forward_jit
 
-pytestmark = [pytest.mark.real_model, pytest.mark.slow]
+# Extended tier: the tiny Gemma 3 configs match transformers in the default suite
+# (tests/models/test_hf_parity.py); this is the same check on the real 270M weights.
+pytestmark = [pytest.mark.real_model, pytest.mark.slow, pytest.mark.extended]
 
 # Long enough (> 512 tokens) that the sliding-window layers drop the start of the context.
 LONG_TEXT = " ".join(

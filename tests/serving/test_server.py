@@ -163,6 +163,7 @@ def test_a_streamed_request_equals_the_non_streamed_one(server):
   assert chunks[-1].usage.completion_tokens > 0
 
 
+@pytest.mark.extended  # the engine's tests check the same invariance below HTTP, in the default run
 def test_a_seeded_sampled_request_is_the_same_alone_and_among_others(server):
   _, base = server
   kwargs = dict(temperature=1.0, top_p=0.95, seed=1234, max_tokens=MAX_TOKENS)
