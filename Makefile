@@ -33,7 +33,8 @@ test: install-test
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # Everything, the `extended` tier included (more parametrisations, all four notebooks, the
-# Gemma 3 real-model parity, the benchmark-prompt greedy check): about twice the default run.
+# Gemma 3 real-model parity, the benchmark-prompt greedy check): about 5 more minutes on 2 cores
+# (from the per-test durations of a full run, runs/ logs of issue 18).
 test-extended: install-test
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=15 --extended
 

@@ -11,8 +11,8 @@
   CLI) inherit the flags through the environment. DSPARK_JAX_TEST_FULL_OPT=1 turns this off.
 - Tests marked `extended` (heavier repeats of what the default tests already cover: more
   parametrisations, the notebooks beyond the quickstart, a second real model) are skipped
-  unless pytest gets `--extended` (`make test-extended`), which keeps the default run inside
-  its 15 minutes on 2 cores.
+  unless pytest gets `--extended` (`make test-extended`): the default run has 15 minutes on
+  2 cores.
 """
 
 import os
