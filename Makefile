@@ -34,7 +34,7 @@ test: install-test
 
 # Everything, the `extended` tier included (more parametrisations, all four notebooks, the
 # Gemma 3 real-model parity, the benchmark-prompt greedy check): about 5 more minutes on 2 cores
-# (from the per-test durations of a full run, runs/ logs of issue 18).
+# (estimated from the per-test durations of a full run).
 test-extended: install-test
 	$(PYTHON) -m pytest -q -n 2 --dist loadfile --durations=15 --extended
 
