@@ -7,7 +7,13 @@ loaders share one mapping. Two llama.cpp conventions are undone on the way:
     interleaved-pair RoPE equals HF's half-split RoPE; we use the half-split form, so the
     permutation is inverted here;
   * for Gemma the converter stores norm weights as (1 + w); our Gemma norms apply (1 + w), so
-    1 is subtracted.
+    1 is subtracted;
+  * for DeepSeek-V2/V3 (`deepseek2`, MLA) the converter splits kv_b_proj into a per-head key
+    half, transposed ([H, R, C], `attn_k_b`), and a value half ([H, V, R], `attn_v_b`), and
+    records one key/value head (llama.cpp runs MLA as multi-query attention over the latent);
+    the two halves are joined back into kv_b_proj. Files from before that split carry
+    `attn_kv_b` itself and are read as they are. The rotary dims stay in DeepSeek's interleaved
+    order in both (no permutation), as in the HF checkpoint.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dspark_jax.config import ModelConfig, MoEConfig, gemma3_layer_windows
+from dspark_jax.config import MLAConfig, ModelConfig, MoEConfig, gemma3_layer_windows
 from dspark_jax.io.gguf_file import GGUFFile, GGUFFormatError, read_gguf
 from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
 
@@ -25,7 +31,15 @@ from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
 # plus the plain float types. Others are refused by name rather than guessed at.
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q4_K", "Q6_K")
 
-_ARCHITECTURES = {"llama": "llama", "qwen3": "qwen3", "qwen3moe": "qwen3", "gemma3": "gemma3"}
+_ARCHITECTURES = {
+  "llama": "llama",
+  "qwen3": "qwen3",
+  "qwen3moe": "qwen3",
+  "gemma3": "gemma3",
+  # DeepSeek-V2/V3 (llama.cpp names both deepseek2): llama-style blocks with MLA and routed
+  # experts, as in the HF loader.
+  "deepseek2": "llama",
+}
 
 _LAYER_NAMES = {
   "attn_q": "self_attn.q_proj.weight",
@@ -41,6 +55,16 @@ _LAYER_NAMES = {
   "ffn_up": "mlp.up_proj.weight",
   "ffn_down": "mlp.down_proj.weight",
   "ffn_gate_inp": "mlp.gate.weight",  # the MoE router
+  # DeepSeek's multi-head latent attention and shared experts.
+  "attn_q_a": "self_attn.q_a_proj.weight",
+  "attn_q_a_norm": "self_attn.q_a_layernorm.weight",
+  "attn_q_b": "self_attn.q_b_proj.weight",
+  "attn_kv_a_mqa": "self_attn.kv_a_proj_with_mqa.weight",
+  "attn_kv_a_norm": "self_attn.kv_a_layernorm.weight",
+  "attn_kv_b": "self_attn.kv_b_proj.weight",
+  "ffn_gate_shexp": "mlp.shared_experts.gate_proj.weight",
+  "ffn_up_shexp": "mlp.shared_experts.up_proj.weight",
+  "ffn_down_shexp": "mlp.shared_experts.down_proj.weight",
 }
 # llama.cpp stores an MoE layer's experts as three stacks: gate and up [E, I, D], down [E, D, I]
 # (torch layout); they are handed over as transformers 5's stacked gate_up [E, 2I, D] and down.
@@ -58,9 +82,13 @@ def _hf_name(gguf_name: str, family: str) -> str | None:
   if gguf_name == "output.weight":
     return "lm_head.weight"
   parts = gguf_name.split(".")
-  if len(parts) != 4 or parts[0] != "blk" or parts[3] != "weight":
+  if len(parts) != 4 or parts[0] != "blk":
     return None
   layer, kind = parts[1], parts[2]
+  if kind == "exp_probs_b" and parts[3] == "bias":  # DeepSeek-V3's router correction bias
+    return f"model.layers.{layer}.mlp.gate.e_score_correction_bias"
+  if parts[3] != "weight":
+    return None
   if kind == "ffn_norm":
     # The norm in front of the MLP: Llama calls it post_attention_layernorm.
     suffix = (
@@ -121,8 +149,12 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
       attn_logit_softcap=meta.get(f"{arch}.attn_logit_softcapping"),
       final_logit_softcap=meta.get(f"{arch}.final_logit_softcapping"),
     )
-  if f"{arch}.expert_count" in meta:
-    routed = {i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" in tensor_names}
+  routed = {i for i in range(layers) if f"blk.{i}.ffn_gate_inp.weight" in tensor_names}
+  kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
+  if arch == "deepseek2":
+    extra = _deepseek2_fields(get, meta, arch, layers, routed)
+    head_dim, kv_heads = extra["mla"].qk_rope_head_dim, heads  # as the HF loader sets them
+  elif f"{arch}.expert_count" in meta:
     extra["moe"] = MoEConfig(
       num_experts=int(get("expert_count")),
       experts_per_token=int(get("expert_used_count")),
@@ -139,7 +171,7 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
     intermediate_size=int(get("feed_forward_length")),
     num_layers=layers,
     num_heads=heads,
-    num_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv") or heads),
+    num_kv_heads=kv_heads,
     head_dim=head_dim,
     rms_eps=float(get("attention.layer_norm_rms_epsilon")),
     rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
@@ -149,6 +181,49 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
     context_length=_positive_or_none(meta.get(f"{arch}.context_length")),
     **extra,
   )
+
+
+def _deepseek2_fields(get, meta: dict[str, Any], arch: str, layers: int, routed: set[int]):
+  """MLA and DeepSeek-V3 routing from a `deepseek2` file's metadata.
+
+  Files written since llama.cpp split kv_b_proj record MLA's per-head widths under
+  `key_length_mla` / `value_length_mla` (`key_length` is then the latent plus the rotary key);
+  older files have them under `key_length` / `value_length`.
+  """
+  rope = int(get("rope.dimension_count"))
+  key = int(meta.get(f"{arch}.attention.key_length_mla") or get("attention.key_length"))
+  value = int(meta.get(f"{arch}.attention.value_length_mla") or get("attention.value_length"))
+  q_rank = meta.get(f"{arch}.attention.q_lora_rank")
+  mla = MLAConfig(
+    kv_lora_rank=int(get("attention.kv_lora_rank")),
+    qk_nope_head_dim=key - rope,
+    qk_rope_head_dim=rope,
+    v_head_dim=value,
+    q_lora_rank=int(q_rank) if q_rank else None,
+  )
+  if not routed:
+    return {"mla": mla}
+  gating = int(meta.get(f"{arch}.expert_gating_func", 1))
+  if gating != 2:
+    # DeepSeek-V2's softmax routing (group-limited by each group's best score) is not the
+    # Qwen3 softmax router, so it is refused rather than approximated.
+    raise CheckpointError(
+      f"{arch}: expert_gating_func={gating} (softmax, DeepSeek-V2) is not supported; only "
+      "DeepSeek-V3's sigmoid routing (2) is"
+    )
+  moe = MoEConfig(
+    num_experts=int(get("expert_count")),
+    experts_per_token=int(get("expert_used_count")),
+    expert_size=int(get("expert_feed_forward_length")),
+    router="sigmoid",
+    normalize_weights=bool(meta.get(f"{arch}.expert_weights_norm", False)),
+    num_groups=int(meta.get(f"{arch}.expert_group_count") or 1),
+    groups_per_token=int(meta.get(f"{arch}.expert_group_used_count") or 1),
+    routed_scale=float(meta.get(f"{arch}.expert_weights_scale", 1.0)),
+    num_shared_experts=int(meta.get(f"{arch}.expert_shared_count", 0)),
+    dense_layers=tuple(i for i in range(layers) if i not in routed),
+  )
+  return {"mla": mla, "moe": moe}
 
 
 def _positive_or_none(value) -> int | None:
@@ -180,6 +255,22 @@ def dequantize(file: GGUFFile, name: str) -> np.ndarray:
   )
 
 
+def _joined_kv_b(file: GGUFFile, layer: str) -> np.ndarray | None:
+  """kv_b_proj [H * (C + V), R] from llama.cpp's split halves: keys [H, R, C] (transposed per
+  head) and values [H, V, R]."""
+  k_name, v_name = f"blk.{layer}.attn_k_b.weight", f"blk.{layer}.attn_v_b.weight"
+  if k_name not in file.tensors or v_name not in file.tensors:
+    return None
+  k_b, v_b = dequantize(file, k_name), dequantize(file, v_name)
+  if k_b.ndim != 3 or v_b.ndim != 3 or k_b.shape[0] != v_b.shape[0] or k_b.shape[1] != v_b.shape[2]:
+    raise CheckpointError(
+      f"{file.path}: blk.{layer} attn_k_b {k_b.shape} and attn_v_b {v_b.shape} are not the "
+      "halves of one kv_b_proj ([H, R, C] and [H, V, R])"
+    )
+  joined = np.concatenate([k_b.transpose(0, 2, 1), v_b], axis=1)  # [H, C + V, R]
+  return joined.reshape(-1, joined.shape[-1])
+
+
 def load_gguf(path: str | Path, dtype: str = "float32"):
   """Loads `(config, params, metadata)` from a GGUF file.
 
@@ -204,6 +295,8 @@ def load_gguf(path: str | Path, dtype: str = "float32"):
         return None
       return np.concatenate([dequantize(file, n) for n in names], axis=1)
     name = by_hf_name.get(hf_name)
+    if name is None and rest == "self_attn.kv_b_proj.weight":
+      return _joined_kv_b(file, layer)
     if name is None:
       return None
     w = dequantize(file, name)
@@ -215,7 +308,8 @@ def load_gguf(path: str | Path, dtype: str = "float32"):
     return w
 
   try:
-    params = params_from_hf_tensors(config, get)
+    # DeepSeek's rotary dims are interleaved in GGUF as in the HF checkpoint.
+    params = params_from_hf_tensors(config, get, rope_interleaved=config.mla is not None)
   except (ValueError, IndexError) as e:
     if isinstance(e, CheckpointError):
       raise

@@ -19,6 +19,15 @@ _LAYER = {
   "mlp.up_proj.weight": "ffn_up",
   "mlp.down_proj.weight": "ffn_down",
   "mlp.gate.weight": "ffn_gate_inp",
+  "self_attn.q_a_proj.weight": "attn_q_a",
+  "self_attn.q_a_layernorm.weight": "attn_q_a_norm",
+  "self_attn.q_b_proj.weight": "attn_q_b",
+  "self_attn.kv_a_proj_with_mqa.weight": "attn_kv_a_mqa",
+  "self_attn.kv_a_layernorm.weight": "attn_kv_a_norm",
+  "self_attn.kv_b_proj.weight": "attn_kv_b",
+  "mlp.shared_experts.gate_proj.weight": "ffn_gate_shexp",
+  "mlp.shared_experts.up_proj.weight": "ffn_up_shexp",
+  "mlp.shared_experts.down_proj.weight": "ffn_down_shexp",
 }
 
 
@@ -52,6 +61,10 @@ def gguf_name(hf_name: str, arch: str) -> str:
   if hf_name == "lm_head.weight":
     return "output.weight"
   _, _, layer, rest = hf_name.split(".", 3)
+  if rest == "mlp.gate.e_score_correction_bias":
+    return f"blk.{layer}.exp_probs_b.bias"
+  if rest in ("self_attn.k_b_proj.weight", "self_attn.v_b_proj.weight"):
+    return f"blk.{layer}.attn_{rest[len('self_attn.')]}_b.weight"
   if rest == "post_attention_layernorm.weight":
     kind = "post_attention_norm" if arch == "gemma3" else "ffn_norm"
   elif rest == "pre_feedforward_layernorm.weight":
@@ -65,22 +78,80 @@ def gguf_name(hf_name: str, arch: str) -> str:
   return f"blk.{layer}.{kind}.weight"
 
 
-def write_gguf(path: Path, arch: str, hf_config, state: dict[str, np.ndarray], extra=None):
-  """A GGUF with F32 tensors plus the metadata our loader reads (no tokenizer)."""
+def _split_kv_b(state: dict[str, np.ndarray], c) -> dict[str, np.ndarray]:
+  """llama.cpp's deepseek2 conversion of kv_b_proj [H * (C + V), R]: keys [H, R, C] (each
+  head's half transposed) and values [H, V, R], under pseudo-names `gguf_name` maps."""
+  out = {}
+  for name, w in state.items():
+    if name.endswith("kv_b_proj.weight"):
+      kv_b = np.asarray(w).reshape(c.num_attention_heads, c.qk_nope_head_dim + c.v_head_dim, -1)
+      out[name.replace("kv_b_proj", "k_b_proj")] = kv_b[:, : c.qk_nope_head_dim].swapaxes(1, 2)
+      out[name.replace("kv_b_proj", "v_b_proj")] = kv_b[:, c.qk_nope_head_dim :]
+    else:
+      out[name] = w
+  return out
+
+
+def _deepseek2_metadata(writer, c, split_kv_b: bool, overridden) -> None:
+  """What llama.cpp's converter records for DeepSeek-V3 (MLA widths, routing), less the keys
+  in `overridden` (written by the caller instead)."""
+  a = "deepseek2"
+
+  def add(kind: str, key: str, value) -> None:
+    if key.removeprefix(f"{a}.") not in overridden:
+      getattr(writer, f"add_{kind}")(key, value)
+
+  if split_kv_b:  # MLA as multi-query attention over the latent
+    add("uint32", f"{a}.attention.head_count_kv", 1)
+    add("uint32", f"{a}.attention.key_length", c.kv_lora_rank + c.qk_rope_head_dim)
+    add("uint32", f"{a}.attention.value_length", c.kv_lora_rank)
+    add("uint32", f"{a}.attention.key_length_mla", c.qk_nope_head_dim + c.qk_rope_head_dim)
+    add("uint32", f"{a}.attention.value_length_mla", c.v_head_dim)
+  else:  # files from before the split
+    add("uint32", f"{a}.attention.head_count_kv", c.num_attention_heads)
+    add("uint32", f"{a}.attention.key_length", c.qk_nope_head_dim + c.qk_rope_head_dim)
+    add("uint32", f"{a}.attention.value_length", c.v_head_dim)
+  add("uint32", f"{a}.attention.kv_lora_rank", c.kv_lora_rank)
+  if c.q_lora_rank:
+    add("uint32", f"{a}.attention.q_lora_rank", c.q_lora_rank)
+  add("uint32", f"{a}.rope.dimension_count", c.qk_rope_head_dim)
+  add("uint32", f"{a}.leading_dense_block_count", c.first_k_dense_replace)
+  add("uint32", f"{a}.expert_count", c.n_routed_experts)
+  add("uint32", f"{a}.expert_used_count", c.num_experts_per_tok)
+  add("uint32", f"{a}.expert_feed_forward_length", c.moe_intermediate_size)
+  add("uint32", f"{a}.expert_shared_count", c.n_shared_experts)
+  add("uint32", f"{a}.expert_group_count", c.n_group)
+  add("uint32", f"{a}.expert_group_used_count", c.topk_group)
+  add("float32", f"{a}.expert_weights_scale", c.routed_scaling_factor)
+  if c.norm_topk_prob:
+    add("bool", f"{a}.expert_weights_norm", True)
+  add("uint32", f"{a}.expert_gating_func", 2)  # sigmoid
+
+
+def write_gguf(
+  path: Path, arch: str, hf_config, state: dict[str, np.ndarray], extra=None, split_kv_b=True
+):
+  """A GGUF with F32 tensors plus the metadata our loader reads (no tokenizer). For deepseek2,
+  `split_kv_b=False` writes the layout of files converted before llama.cpp split kv_b_proj."""
   c = hf_config
+  if arch == "deepseek2" and split_kv_b:
+    state = _split_kv_b(state, c)
   writer = gguf.GGUFWriter(str(path), arch)
   writer.add_uint32(f"{arch}.block_count", c.num_hidden_layers)
   writer.add_uint32(f"{arch}.embedding_length", c.hidden_size)
   writer.add_uint32(f"{arch}.feed_forward_length", c.intermediate_size)
   writer.add_uint32(f"{arch}.attention.head_count", c.num_attention_heads)
-  writer.add_uint32(f"{arch}.attention.head_count_kv", c.num_key_value_heads)
-  writer.add_uint32(f"{arch}.attention.key_length", c.head_dim)
+  if arch == "deepseek2":
+    _deepseek2_metadata(writer, c, split_kv_b, extra or {})
+  else:
+    writer.add_uint32(f"{arch}.attention.head_count_kv", c.num_key_value_heads)
+    writer.add_uint32(f"{arch}.attention.key_length", c.head_dim)
   writer.add_float32(f"{arch}.attention.layer_norm_rms_epsilon", c.rms_norm_eps)
   rope = c.rope_parameters
   theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope["rope_theta"]
   writer.add_float32(f"{arch}.rope.freq_base", theta)
   writer.add_uint32(f"{arch}.vocab_size", c.vocab_size)
-  if getattr(c, "num_experts", None):  # Qwen3-MoE
+  if arch == "qwen3moe":
     writer.add_uint32(f"{arch}.expert_count", c.num_experts)
     writer.add_uint32(f"{arch}.expert_used_count", c.num_experts_per_tok)
     writer.add_uint32(f"{arch}.expert_feed_forward_length", c.moe_intermediate_size)

@@ -51,6 +51,37 @@ def test_gguf_written_like_llama_cpp_matches_transformers(family, tmp_path):
   np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("split_kv_b", [True, False], ids=["split-kv-b", "joined-kv-b"])
+def test_deepseek2_gguf_written_like_llama_cpp_matches_transformers(split_kv_b, tmp_path):
+  """DeepSeek-V3 (MLA with interleaved rotary dims, sigmoid group-limited routing with a
+  shared expert and a dense first layer) from a `deepseek2` GGUF: kv_b_proj split into
+  transposed key and value halves the way llama.cpp's converter writes it today, or joined as
+  in files converted before that split."""
+  hf_model = make_tiny_hf_model("deepseek_v3", tmp_path / "hf", seed=5)
+  state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+  path = tmp_path / "tiny.gguf"
+  write_gguf(path, "deepseek2", hf_model.config, state, split_kv_b=split_kv_b)
+  config, params, _ = load_gguf(path)
+  c = hf_model.config
+  assert (config.mla.qk_nope_head_dim, config.mla.v_head_dim) == (c.qk_nope_head_dim, c.v_head_dim)
+  assert config.moe.router == "sigmoid" and config.moe.dense_layers == (0,)
+  assert (config.moe.num_groups, config.moe.num_shared_experts) == (c.n_group, 1)
+  tokens = np.random.default_rng(1).integers(0, VOCAB, size=(1, 12))
+  with torch.no_grad():
+    want = hf_model(torch.tensor(tokens)).logits.numpy()
+  got = forward_jit(params, jnp.asarray(tokens), jnp.arange(12)[None], config=config).logits
+  np.testing.assert_allclose(np.asarray(got), want, atol=1e-4, rtol=0)
+
+
+def test_deepseek_v2_softmax_routing_in_gguf_is_refused(tmp_path):
+  hf_model = make_tiny_hf_model("deepseek_v3", tmp_path / "hf", seed=5)
+  state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
+  path = tmp_path / "v2.gguf"
+  write_gguf(path, "deepseek2", hf_model.config, state, extra={"expert_gating_func": 1})
+  with pytest.raises(CheckpointError, match="expert_gating_func=1"):
+    load_gguf(path)
+
+
 def _tiny_gguf(tmp_path, arch="llama", tensor_type=None):
   path = tmp_path / "m.gguf"
   writer = gguf.GGUFWriter(str(path), arch)
