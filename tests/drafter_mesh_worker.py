@@ -4,12 +4,12 @@ Prints one JSON line with the differences; `tests/drafters/test_drafters.py` ass
 """
 
 import json
-import os
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+import jax
 
-import jax  # noqa: E402
-
+# Simulated CPU devices through the config, not XLA_FLAGS, so flags the test run sets
+# (tests/conftest.py) still reach this process.
+jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_default_matmul_precision", "highest")
 
 import jax.numpy as jnp  # noqa: E402

@@ -10,11 +10,13 @@ import json
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
+import jax
 
+# Simulated CPU devices through the config, not XLA_FLAGS, so flags the test run sets
+# (tests/conftest.py) still reach this process.
+jax.config.update("jax_num_cpu_devices", 2)
 jax.config.update("jax_default_matmul_precision", "highest")
 
 import numpy as np  # noqa: E402
