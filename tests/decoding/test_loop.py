@@ -13,7 +13,7 @@ from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.decoding.verify import verify
 from dspark_jax.drafters.draft_model import DraftModelDrafter
 from dspark_jax.drafters.ngram import NgramDrafter
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
 from tests.tiny import TINY_VOCAB, tiny_model
 
 PROMPTS = [[5, 9, 2, 33, 7, 1, 60, 5, 9, 2], [11, 4], [8, 8, 8, 20, 3, 8, 8], [1, 2, 3, 1, 2]]
@@ -82,6 +82,7 @@ def sampled_sequences(config, params, drafter, dparams, prompt, sampling, vary, 
     SpecConfig(3, sampling, pad_id=pad_id),
     seed=4,
     verify_len=verify_len,
+    cache_capacity=tight_cache([prompt], 3, drafter),
   )
   return [tuple(t) for t in out.tokens]
 

@@ -13,7 +13,7 @@ from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.decoding.verify import verify
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
 from tests.tiny import tiny_model
 from tests.tiny_drafters import random_drafter
 
@@ -244,7 +244,15 @@ def test_output_distribution_is_the_target_distribution(policy):
   prompts = [[1, 2, 3, 1], [4, 0]]
   n = 6_000
   out = speculative_generate(
-    params, config, drafter, dparams, prompts * n, SpecConfig(3, sampling), seed=4, schedule=policy
+    params,
+    config,
+    drafter,
+    dparams,
+    prompts * n,
+    SpecConfig(3, sampling),
+    seed=4,
+    schedule=policy,
+    cache_capacity=tight_cache(prompts, 3, drafter),
   )
   fails = []
   for i, prompt in enumerate(prompts):

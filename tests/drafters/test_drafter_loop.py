@@ -6,7 +6,7 @@ import pytest
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import SamplingParams
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
 from tests.tiny import tiny_model
 from tests.tiny_drafters import KINDS, random_drafter
 
@@ -58,6 +58,7 @@ def test_output_distribution_is_the_target_distribution(kind):
     [prompt] * n,
     SpecConfig(3, sampling),
     seed=4,
+    cache_capacity=tight_cache([prompt], 3, drafter),
     verify_len=verify_len,
   )
   samples = [tuple(t) for t in out.tokens]

@@ -15,7 +15,7 @@ from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.drafters.build import make_drafter
 from dspark_jax.io.deepspec import load_drafter, save_drafter, state_dict_shapes
 from dspark_jax.training import trainer
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
 from tests.drafters.test_drafter_modes import T, inference_logits, sequence, train_logits
 from tests.tiny import deepseek_style_moe, tiny_model
 from tests.tiny_drafters import random_drafter
@@ -96,6 +96,7 @@ def test_output_distribution_is_the_target_distribution():
     [prompt] * n,
     SpecConfig(3, sampling),
     seed=4,
+    cache_capacity=tight_cache([prompt], 3, drafter),
     verify_len=verify_len,
   )
   stat, dof = chi_square([tuple(t) for t in out.tokens], exact)

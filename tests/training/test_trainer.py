@@ -136,7 +136,9 @@ def test_preconditioned_training_rescales_features_resumes_and_exports_the_same_
 
   # The scale: per-dimension RMS over every token of the first samples, each run unpadded.
   feats = [
-    np.asarray(tc.online_features_jit(params, np.array([s.tokens]), config, drafter.feature_layers)[0])
+    np.asarray(
+      tc.online_features_jit(params, np.array([s.tokens]), config, drafter.feature_layers)[0]
+    )
     for s in samples[: feature_scale.NUM_SAMPLES]
   ]
   flat = np.concatenate([f[0].astype(np.float64) for f in feats])
