@@ -10,6 +10,8 @@ import dataclasses
 import math
 from typing import Any, Literal
 
+import numpy as np
+
 Family = Literal["llama", "qwen3", "gemma3"]
 FAMILIES: tuple[str, ...] = ("llama", "qwen3", "gemma3")
 
@@ -78,10 +80,64 @@ class MLAConfig:
   qk_rope_head_dim: int
   v_head_dim: int
   q_lora_rank: int | None = None  # None: a full-rank query projection
+  # Multiplies 1/sqrt(qk_nope + qk_rope): with scaled RoPE DeepSeek rescales every score by
+  # yarn_mscale(factor, mscale_all_dim)^2, the non-rotary dims' share included.
+  score_multiplier: float = 1.0
 
   def __post_init__(self):
     if self.qk_rope_head_dim % 2:
       raise ValueError(f"qk_rope_head_dim must be even, got {self.qk_rope_head_dim}")
+
+
+@dataclasses.dataclass(frozen=True)
+class YarnRope:
+  """YaRN RoPE scaling (DeepSeek-V3 and long-context Qwen checkpoints; Peng et al. 2023).
+
+  Per rotary frequency, between plain RoPE (fast dims, which turn more than `beta_fast` times
+  over the original context) and positions divided by `factor` (slow dims, fewer than
+  `beta_slow` turns), with a linear ramp in between; cos and sin are multiplied by
+  `attention_factor`. DeepSeek's extra softmax scale (`mscale_all_dim`) is not part of the
+  rotation: loaders fold it into `ModelConfig.query_scale`.
+  """
+
+  factor: float
+  original_context: int  # HF original_max_position_embeddings
+  beta_fast: float = 32.0
+  beta_slow: float = 1.0
+  attention_factor: float = 1.0
+  truncate: bool = True  # round the ramp's ends to whole dims (HF's default)
+
+  def __post_init__(self):
+    if self.factor < 1.0 or self.original_context < 1:
+      raise ValueError(
+        f"YaRN needs factor >= 1 and original_context >= 1, got {self.factor}, "
+        f"{self.original_context}"
+      )
+
+  def inv_freq(self, head_dim: int, theta: float) -> np.ndarray:
+    """float32 [head_dim / 2]: the blended inverse frequencies."""
+    pos_freqs = np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / head_dim)
+    extrapolated, interpolated = 1.0 / pos_freqs, 1.0 / (self.factor * pos_freqs)
+
+    def dim_of(turns: float) -> float:  # the dim that turns `turns` times over the context
+      return (
+        head_dim * math.log(self.original_context / (turns * 2 * math.pi)) / (2 * math.log(theta))
+      )
+
+    low, high = dim_of(self.beta_fast), dim_of(self.beta_slow)
+    if self.truncate:
+      low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, head_dim - 1)
+    if low == high:
+      high += 0.001  # a step instead of a ramp
+    ramp = np.clip((np.arange(head_dim // 2, dtype=np.float32) - low) / (high - low), 0, 1)
+    keep = (1 - ramp).astype(np.float32)  # 1: extrapolate (plain RoPE), 0: interpolate
+    return (interpolated * (1 - keep) + extrapolated * keep).astype(np.float32)
+
+
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+  """YaRN's magnitude correction 0.1 * mscale * ln(factor) + 1 (1 for factor <= 1)."""
+  return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +164,8 @@ class ModelConfig:
   rope_theta: float = 10000.0
   # Linear RoPE position scaling on global layers (Gemma 3 4B+ use 8.0); 1.0 means none.
   rope_scaling_factor: float = 1.0
+  # YaRN scaling on global layers instead (DeepSeek-V3); None means none.
+  rope_yarn: YarnRope | None = None
   # RoPE base on sliding-window layers (Gemma 3: 10000); None -> rope_theta.
   rope_local_theta: float | None = None
   # Per-layer sliding window in tokens (a query sees keys with q - k < window); None = global.
@@ -129,6 +187,8 @@ class ModelConfig:
   mla: MLAConfig | None = None
 
   def __post_init__(self):
+    if self.rope_yarn is not None and self.rope_scaling_factor != 1.0:
+      raise ValueError("rope_yarn and a linear rope_scaling_factor exclude each other")
     if self.mla is not None and (self.head_dim != self.mla.qk_rope_head_dim or self.qk_norm):
       raise ValueError(
         "with mla, head_dim must equal mla.qk_rope_head_dim and the family be llama-style"
@@ -158,7 +218,8 @@ class ModelConfig:
     if self.query_scale is not None:
       return self.query_scale
     if self.mla is not None:
-      return (self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim) ** -0.5
+      width = self.mla.qk_nope_head_dim + self.mla.qk_rope_head_dim
+      return width**-0.5 * self.mla.score_multiplier
     return self.head_dim**-0.5
 
   @property
@@ -176,11 +237,16 @@ class ModelConfig:
   def window(self, layer: int) -> int | None:
     return self.layer_windows[layer] if self.layer_windows else None
 
-  def rope(self, layer: int) -> tuple[float, float]:
-    """(base, linear scaling factor) of RoPE on `layer`."""
+  @property
+  def rope_scaling(self) -> float | YarnRope:
+    """The global layers' RoPE scaling: a linear factor or a YaRN scaling."""
+    return self.rope_yarn or self.rope_scaling_factor
+
+  def rope(self, layer: int) -> tuple[float, float | YarnRope]:
+    """(base, scaling: a linear factor or YaRN) of RoPE on `layer`."""
     if self.window(layer) is not None and self.rope_local_theta is not None:
       return self.rope_local_theta, 1.0
-    return self.rope_theta, self.rope_scaling_factor
+    return self.rope_theta, self.rope_scaling
 
 
 DrafterKind = Literal["dspark", "dflash", "eagle3"]
@@ -334,6 +400,7 @@ class DraftConfig:
       rms_eps=target.rms_eps,
       rope_theta=target.rope_theta,
       rope_scaling_factor=target.rope_scaling_factor,
+      rope_yarn=target.rope_yarn,
       query_scale=target.query_scale,
       tie_embeddings=target.tie_embeddings,
       dtype=target.dtype,

@@ -22,9 +22,7 @@ from dspark_jax.models.moe import MoEMLP
 
 
 def _rope(x_BxTxHxK, positions_BxT, config: ModelConfig):
-  cos, sin = rope_cos_sin(
-    positions_BxT, config.head_dim, config.rope_theta, config.rope_scaling_factor
-  )
+  cos, sin = rope_cos_sin(positions_BxT, config.head_dim, config.rope_theta, config.rope_scaling)
   return apply_rope(x_BxTxHxK, cos, sin)
 
 

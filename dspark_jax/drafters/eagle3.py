@@ -79,7 +79,7 @@ class Eagle3Layer(nn.Module):
     q = self.q_norm(jnp.einsum("btd,dhk->bthk", x, self.q_proj.astype(dt)))
     k = self.k_norm(jnp.einsum("btd,dnk->btnk", x, self.k_proj.astype(dt)))
     v = jnp.einsum("btd,dnk->btnk", x, self.v_proj.astype(dt))
-    cos, sin = rope_cos_sin(positions_BxT, c.head_dim, c.rope_theta, c.rope_scaling_factor)
+    cos, sin = rope_cos_sin(positions_BxT, c.head_dim, c.rope_theta, c.rope_scaling)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     return q, k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 

@@ -270,6 +270,18 @@ def deepspec_config(drafter) -> dict[str, Any]:
   rope = {"rope_theta": t.rope_theta, "rope_type": "default"}
   if t.rope_scaling_factor != 1.0:
     rope = {"factor": t.rope_scaling_factor, "rope_theta": t.rope_theta, "rope_type": "linear"}
+  if t.rope_yarn is not None:  # transformers' yarn fields; drafters take RoPE from the target
+    y = t.rope_yarn
+    rope = {
+      "attention_factor": y.attention_factor,
+      "beta_fast": y.beta_fast,
+      "beta_slow": y.beta_slow,
+      "factor": y.factor,
+      "original_max_position_embeddings": y.original_context,
+      "rope_theta": t.rope_theta,
+      "rope_type": "yarn",
+      "truncate": y.truncate,
+    }
   cfg: dict[str, Any] = {
     "architectures": [ARCHITECTURES[c.kind]],
     "attention_bias": False,

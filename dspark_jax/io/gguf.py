@@ -14,16 +14,25 @@ loaders share one mapping. Two llama.cpp conventions are undone on the way:
     the two halves are joined back into kv_b_proj. Files from before that split carry
     `attn_kv_b` itself and are read as they are. The rotary dims stay in DeepSeek's interleaved
     order in both (no permutation), as in the HF checkpoint.
+YaRN RoPE scaling is read from llama.cpp's `rope.scaling.*` keys (`_yarn_from_gguf`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dspark_jax.config import MLAConfig, ModelConfig, MoEConfig, gemma3_layer_windows
+from dspark_jax.config import (
+  MLAConfig,
+  ModelConfig,
+  MoEConfig,
+  YarnRope,
+  gemma3_layer_windows,
+  yarn_mscale,
+)
 from dspark_jax.io.gguf_file import GGUFFile, GGUFFormatError, read_gguf
 from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
 
@@ -134,9 +143,10 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
   head_dim = int(meta.get(f"{arch}.attention.key_length") or hidden // heads)
   vocab = int(meta.get(f"{arch}.vocab_size") or len(meta.get("tokenizer.ggml.tokens") or ()))
   scaling = meta.get(f"{arch}.rope.scaling.type", "none")
-  if scaling not in ("none", "linear"):
+  if scaling not in ("none", "linear", "yarn"):
     raise CheckpointError(f"unsupported RoPE scaling type {scaling!r} in GGUF metadata")
   factor = float(meta.get(f"{arch}.rope.scaling.factor", 1.0)) if scaling == "linear" else 1.0
+  yarn = _yarn_from_gguf(get, meta, arch) if scaling == "yarn" else None
   extra: dict[str, Any] = {}
   if family == "gemma3":
     # llama.cpp fixes these for Gemma 3 rather than storing them: every 6th layer global,
@@ -153,6 +163,12 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
   kv_heads = int(meta.get(f"{arch}.attention.head_count_kv") or heads)
   if arch == "deepseek2":
     extra = _deepseek2_fields(get, meta, arch, layers, routed)
+    if yarn is not None:
+      # DeepSeek rescales every score by mscale(factor, mscale_all_dim)^2; llama.cpp's converter
+      # stores 0.1 * mscale_all_dim as the log multiplier.
+      log_mul = float(meta.get(f"{arch}.rope.scaling.yarn_log_multiplier", 0.0))
+      multiplier = yarn_mscale(yarn.factor, log_mul / 0.1) ** 2 if log_mul else 1.0
+      extra["mla"] = dataclasses.replace(extra["mla"], score_multiplier=multiplier)
     head_dim, kv_heads = extra["mla"].qk_rope_head_dim, heads  # as the HF loader sets them
   elif f"{arch}.expert_count" in meta:
     extra["moe"] = MoEConfig(
@@ -176,10 +192,30 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
     rms_eps=float(get("attention.layer_norm_rms_epsilon")),
     rope_theta=float(meta.get(f"{arch}.rope.freq_base", 10000.0)),
     rope_scaling_factor=factor,
+    rope_yarn=yarn,
     tie_embeddings="output.weight" not in tensor_names,
     dtype=dtype,
     context_length=_positive_or_none(meta.get(f"{arch}.context_length")),
     **extra,
+  )
+
+
+def _yarn_from_gguf(get, meta: dict[str, Any], arch: str) -> YarnRope:
+  """llama.cpp's YaRN keys. Its RoPE multiplies cos and sin by attn_factor * mscale(factor);
+  for deepseek2 the graph passes an attn_factor that cancels mscale(factor) (DeepSeek's
+  mscale = mscale_all_dim), so the rotation's magnitude is 1 there."""
+  factor = float(get("rope.scaling.factor"))
+  magnitude = (
+    1.0
+    if arch == "deepseek2"
+    else float(meta.get(f"{arch}.rope.scaling.attn_factor", 1.0)) * yarn_mscale(factor)
+  )
+  return YarnRope(
+    factor=factor,
+    original_context=int(get("rope.scaling.original_context_length")),
+    beta_fast=float(meta.get(f"{arch}.rope.scaling.yarn_beta_fast") or 32.0),
+    beta_slow=float(meta.get(f"{arch}.rope.scaling.yarn_beta_slow") or 1.0),
+    attention_factor=magnitude,
   )
 
 

@@ -6,6 +6,7 @@ is also the meeting point for the GGUF loader, which renames its tensors into it
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable
@@ -15,7 +16,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from dspark_jax.config import MLAConfig, ModelConfig, MoEConfig, gemma3_layer_windows
+from dspark_jax.config import (
+  MLAConfig,
+  ModelConfig,
+  MoEConfig,
+  YarnRope,
+  gemma3_layer_windows,
+  yarn_mscale,
+)
 from dspark_jax.models.transformer import param_shapes
 
 _LAYER_INDEX = re.compile(r"model\.layers\.(\d+)\.")
@@ -81,13 +89,45 @@ def _rope_params(cfg: dict[str, Any], layer_type: str | None) -> dict[str, Any]:
   return {**scaling, "rope_theta": cfg.get("rope_theta", 10000.0)}
 
 
-def _rope_factor(rope: dict[str, Any]) -> float:
+def _rope_scaling(rope: dict[str, Any], max_positions: int | None) -> float | YarnRope:
+  """The linear factor (1.0: none) or the YaRN scaling of HF RoPE parameters, with HF's
+  defaults (`_compute_yarn_parameters` in transformers)."""
   kind = rope.get("rope_type", rope.get("type", "default"))
   if kind == "default":
     return 1.0
   if kind == "linear":
     return float(rope["factor"])
-  raise CheckpointError(f"unsupported RoPE scaling type {kind!r} (supported: default, linear)")
+  if kind == "yarn":
+    original = int(rope["original_max_position_embeddings"])
+    factor = rope.get("factor") or (max_positions or original) / original
+    attention = rope.get("attention_factor")
+    if attention is None:
+      mscale, mscale_all = rope.get("mscale"), rope.get("mscale_all_dim")
+      attention = (
+        yarn_mscale(factor, mscale) / yarn_mscale(factor, mscale_all)
+        if mscale and mscale_all
+        else yarn_mscale(factor)
+      )
+    return YarnRope(
+      factor=float(factor),
+      original_context=original,
+      beta_fast=float(rope.get("beta_fast") or 32),
+      beta_slow=float(rope.get("beta_slow") or 1),
+      attention_factor=float(attention),
+      truncate=bool(rope.get("truncate", True)),
+    )
+  raise CheckpointError(
+    f"unsupported RoPE scaling type {kind!r} (supported: default, linear, yarn)"
+  )
+
+
+def _mla_score_multiplier(rope: dict[str, Any]) -> float:
+  """DeepSeek's extra softmax scale with scaled RoPE: mscale(factor, mscale_all_dim)^2 (HF's
+  `yarn_apply_mscale`); it rescales the non-rotary dims too, unlike YaRN's cos/sin factor."""
+  kind = rope.get("rope_type", rope.get("type", "default"))
+  if kind == "default" or not rope.get("mscale_all_dim"):
+    return 1.0
+  return yarn_mscale(float(rope["factor"]), float(rope["mscale_all_dim"])) ** 2
 
 
 def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
@@ -140,8 +180,12 @@ def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
 
   global_rope = _rope_params(cfg, "full_attention" if family == "gemma3" else None)
   local_rope = _rope_params(cfg, "sliding_attention") if family == "gemma3" else None
-  if local_rope is not None and _rope_factor(local_rope) != 1.0:
+  max_positions = cfg.get("max_position_embeddings")
+  if local_rope is not None and _rope_scaling(local_rope, max_positions) != 1.0:
     raise CheckpointError("RoPE scaling on sliding-window layers is not supported")
+  scaling = _rope_scaling(global_rope, max_positions)
+  if mla is not None:
+    mla = dataclasses.replace(mla, score_multiplier=_mla_score_multiplier(global_rope))
   default_tie = family == "gemma3"
   return ModelConfig(
     family=family,
@@ -154,7 +198,8 @@ def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
     head_dim=head_dim,
     rms_eps=cfg.get("rms_norm_eps", 1e-6),
     rope_theta=float(global_rope.get("rope_theta", 10000.0)),
-    rope_scaling_factor=_rope_factor(global_rope),
+    rope_scaling_factor=scaling if isinstance(scaling, float) else 1.0,
+    rope_yarn=scaling if isinstance(scaling, YarnRope) else None,
     rope_local_theta=float(local_rope["rope_theta"]) if local_rope else None,
     layer_windows=windows,
     query_scale=cfg["query_pre_attn_scalar"] ** -0.5 if family == "gemma3" else None,

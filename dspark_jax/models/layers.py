@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from dspark_jax.config import YarnRope
 from dspark_jax.models.kv_cache import write_rows
 
 _DEFAULT_INIT = nn.initializers.normal(0.02)
@@ -56,12 +57,22 @@ class RMSNorm(nn.Module):
     return (normed * (scale.astype(jnp.float32) + self.offset)).astype(self.dtype)
 
 
-def rope_cos_sin(positions_BxT: jax.Array, head_dim: int, theta: float, factor: float = 1.0):
-  """cos and sin tables [B, T, K] for the half-split ("rotate half") RoPE layout."""
-  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-  angles = positions_BxT.astype(jnp.float32)[..., None] * (inv_freq / factor)
+def rope_cos_sin(
+  positions_BxT: jax.Array, head_dim: int, theta: float, scaling: float | YarnRope = 1.0
+):
+  """cos and sin tables [B, T, K] for the half-split ("rotate half") RoPE layout.
+
+  `scaling`: a linear factor (positions divided by it) or a `YarnRope`."""
+  if isinstance(scaling, YarnRope):
+    inv_freq, magnitude = jnp.asarray(scaling.inv_freq(head_dim, theta)), scaling.attention_factor
+  else:
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    inv_freq, magnitude = inv_freq / scaling, 1.0
+  angles = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
   angles = jnp.concatenate([angles, angles], axis=-1)
-  return jnp.cos(angles), jnp.sin(angles)
+  if magnitude == 1.0:
+    return jnp.cos(angles), jnp.sin(angles)
+  return jnp.cos(angles) * magnitude, jnp.sin(angles) * magnitude
 
 
 def apply_rope(x_BxTxHxK: jax.Array, cos_BxTxK: jax.Array, sin_BxTxK: jax.Array) -> jax.Array:
@@ -230,7 +241,7 @@ class Attention(nn.Module):
   scale: float
   window: int | None
   rope_theta: float
-  rope_factor: float
+  rope_factor: float | YarnRope  # a linear factor or YaRN
   qk_norm: bool
   norm_eps: float
   norm_offset: float

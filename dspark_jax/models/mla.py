@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dspark_jax.config import MLAConfig
+from dspark_jax.config import MLAConfig, YarnRope
 from dspark_jax.models.kv_cache import write_rows
 from dspark_jax.models.layers import (
   RMSNorm,
@@ -77,7 +77,7 @@ class LatentAttention(nn.Module):
   mla: MLAConfig
   scale: float
   rope_theta: float
-  rope_factor: float
+  rope_factor: float | YarnRope  # a linear factor or YaRN
   norm_eps: float
   dtype: str
 

@@ -128,11 +128,30 @@ def _deepseek2_metadata(writer, c, split_kv_b: bool, overridden) -> None:
   add("uint32", f"{a}.expert_gating_func", 2)  # sigmoid
 
 
+def _yarn_metadata(writer, arch: str, rope: dict) -> None:
+  """llama.cpp's YaRN keys; for deepseek2 the converter stores 0.1 * mscale_all_dim as the
+  log multiplier."""
+  writer.add_string(f"{arch}.rope.scaling.type", "yarn")
+  writer.add_float32(f"{arch}.rope.scaling.factor", rope["factor"])
+  writer.add_uint32(
+    f"{arch}.rope.scaling.original_context_length", rope["original_max_position_embeddings"]
+  )
+  if rope.get("mscale_all_dim"):
+    writer.add_float32(f"{arch}.rope.scaling.yarn_log_multiplier", 0.1 * rope["mscale_all_dim"])
+
+
 def write_gguf(
-  path: Path, arch: str, hf_config, state: dict[str, np.ndarray], extra=None, split_kv_b=True
+  path: Path,
+  arch: str,
+  hf_config,
+  state: dict[str, np.ndarray],
+  extra=None,
+  split_kv_b=True,
+  yarn=False,
 ):
   """A GGUF with F32 tensors plus the metadata our loader reads (no tokenizer). For deepseek2,
-  `split_kv_b=False` writes the layout of files converted before llama.cpp split kv_b_proj."""
+  `split_kv_b=False` writes the layout of files converted before llama.cpp split kv_b_proj;
+  `yarn` records the HF config's YaRN RoPE parameters."""
   c = hf_config
   if arch == "deepseek2" and split_kv_b:
     state = _split_kv_b(state, c)
@@ -150,6 +169,8 @@ def write_gguf(
   rope = c.rope_parameters
   theta = rope["full_attention"]["rope_theta"] if "full_attention" in rope else rope["rope_theta"]
   writer.add_float32(f"{arch}.rope.freq_base", theta)
+  if yarn:
+    _yarn_metadata(writer, arch, rope)
   writer.add_uint32(f"{arch}.vocab_size", c.vocab_size)
   if arch == "qwen3moe":
     writer.add_uint32(f"{arch}.expert_count", c.num_experts)
