@@ -8,17 +8,29 @@
   34 s), while compute-bound tests (the 20,000-request distribution tests, the real model) run
   as fast as before. The program's semantics do not change: XLA:CPU does not reassociate
   floating point at any optimisation level. Subprocesses (simulated meshes, the server, the
-  CLI) inherit the flags through the environment. DSPARK_JAX_TEST_FULL_OPT=1 turns this off.
+  CLI) inherit the flags through the environment. DSPARK_JAX_TEST_FULL_OPT=1 turns this off,
+  and so does a GPU or TPU on the machine.
 - Tests marked `extended` (heavier repeats of what the default tests already cover: more
   parametrisations, the notebooks beyond the quickstart, a second real model) are skipped
   unless pytest gets `--extended` (`make test-extended`): the default run has 15 minutes on
   2 cores.
 """
 
+import glob
 import os
 import tempfile
 
-if os.environ.get("DSPARK_JAX_TEST_FULL_OPT") != "1":
+
+def _accelerator_present() -> bool:
+  """A GPU or TPU this run may use (checked before jax starts a backend, from device files)."""
+  if os.environ.get("JAX_PLATFORMS", "").strip().lower() == "cpu":
+    return False
+  return bool(glob.glob("/dev/nvidia[0-9]*") or glob.glob("/dev/accel[0-9]*"))
+
+
+# Only on CPU-only machines: the optimisation level applies to every backend, and a device
+# machine's tests should compile as its users' programs do.
+if os.environ.get("DSPARK_JAX_TEST_FULL_OPT") != "1" and not _accelerator_present():
   _CHEAP = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
   os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_CHEAP}".strip()
 
