@@ -49,7 +49,28 @@ def pytest_addoption(parser):
   )
 
 
+# The longest files (by a full run's durations), scheduled first: `--dist loadfile` hands
+# files to the two workers in collection order, so a long file collected last would leave one
+# worker running it alone at the end.
+LONGEST_FILES = (
+  "tests/training/test_trainer.py",
+  "tests/serving/test_server.py",
+  "tests/decoding/test_scheduler.py",
+  "tests/decoding/test_loop.py",
+  "tests/drafters/test_drafter_loop.py",
+  "tests/models/test_real_smollm2.py",
+  "tests/serving/test_engine.py",
+  "tests/test_sharding.py",
+)
+
+
+def _schedule_rank(item) -> int:
+  path = item.nodeid.split("::", 1)[0]
+  return LONGEST_FILES.index(path) if path in LONGEST_FILES else len(LONGEST_FILES)
+
+
 def pytest_collection_modifyitems(config, items):
+  items.sort(key=_schedule_rank)  # stable: the order within a file is kept
   if config.getoption("--extended") or os.environ.get("DSPARK_JAX_EXTENDED_TESTS") == "1":
     return
   skip = pytest.mark.skip(reason="extended tier: run with --extended (make test-extended)")

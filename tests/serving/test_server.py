@@ -150,7 +150,7 @@ def test_eight_concurrent_greedy_chats_equal_plain_greedy_from_the_generate_comm
 
 def test_a_streamed_request_equals_the_non_streamed_one(server):
   _, base = server
-  kwargs = dict(temperature=0.8, seed=11, max_tokens=40)
+  kwargs = dict(temperature=0.8, seed=11, max_tokens=MAX_TOKENS)
   whole = chat(base, QUESTIONS[3], **kwargs)
   stream = client(base).chat.completions.create(
     model=MODEL,

@@ -274,7 +274,7 @@ def test_a_failed_restore_leaves_no_tracebacks_of_its_abandoned_reads(
   truncate_arrays(tmp_path / "run" / "checkpoints" / "2")
   reports = []
   monkeypatch.setattr(sys, "unraisablehook", reports.append)
-  for _ in range(10):
+  for _ in range(5):
     with pytest.raises(trainer.TrainingError, match="step 2 is corrupt"):
       trainer.train(tcfg, drafter, config, params, samples=samples, progress=False)
     gc.collect()
