@@ -97,7 +97,7 @@ class YarnRope:
   over the original context) and positions divided by `factor` (slow dims, fewer than
   `beta_slow` turns), with a linear ramp in between; cos and sin are multiplied by
   `attention_factor`. DeepSeek's extra softmax scale (`mscale_all_dim`) is not part of the
-  rotation: loaders fold it into `ModelConfig.query_scale`.
+  rotation: loaders put it in `MLAConfig.score_multiplier`.
   """
 
   factor: float

@@ -210,13 +210,16 @@ def _yarn_from_gguf(get, meta: dict[str, Any], arch: str) -> YarnRope:
     if arch == "deepseek2"
     else float(meta.get(f"{arch}.rope.scaling.attn_factor", 1.0)) * yarn_mscale(factor)
   )
-  return YarnRope(
-    factor=factor,
-    original_context=int(get("rope.scaling.original_context_length")),
-    beta_fast=float(meta.get(f"{arch}.rope.scaling.yarn_beta_fast") or 32.0),
-    beta_slow=float(meta.get(f"{arch}.rope.scaling.yarn_beta_slow") or 1.0),
-    attention_factor=magnitude,
-  )
+  try:
+    return YarnRope(
+      factor=factor,
+      original_context=int(get("rope.scaling.original_context_length")),
+      beta_fast=float(meta.get(f"{arch}.rope.scaling.yarn_beta_fast") or 32.0),
+      beta_slow=float(meta.get(f"{arch}.rope.scaling.yarn_beta_slow") or 1.0),
+      attention_factor=magnitude,
+    )
+  except ValueError as e:
+    raise CheckpointError(f"bad YaRN metadata: {e}") from None
 
 
 def _deepseek2_fields(get, meta: dict[str, Any], arch: str, layers: int, routed: set[int]):

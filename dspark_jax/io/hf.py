@@ -108,14 +108,17 @@ def _rope_scaling(rope: dict[str, Any], max_positions: int | None) -> float | Ya
         if mscale and mscale_all
         else yarn_mscale(factor)
       )
-    return YarnRope(
-      factor=float(factor),
-      original_context=original,
-      beta_fast=float(rope.get("beta_fast") or 32),
-      beta_slow=float(rope.get("beta_slow") or 1),
-      attention_factor=float(attention),
-      truncate=bool(rope.get("truncate", True)),
-    )
+    try:
+      return YarnRope(
+        factor=float(factor),
+        original_context=original,
+        beta_fast=float(rope.get("beta_fast") or 32),
+        beta_slow=float(rope.get("beta_slow") or 1),
+        attention_factor=float(attention),
+        truncate=bool(rope.get("truncate", True)),
+      )
+    except ValueError as e:
+      raise CheckpointError(f"bad yarn RoPE parameters: {e}") from None
   raise CheckpointError(
     f"unsupported RoPE scaling type {kind!r} (supported: default, linear, yarn)"
   )

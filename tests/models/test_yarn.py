@@ -110,8 +110,10 @@ def test_a_deepseek2_gguf_with_yarn_matches_transformers(tmp_path):
   )
 
 
-def test_other_rope_scalings_are_refused_by_name():
+def test_other_rope_scalings_and_bad_yarn_parameters_are_refused():
   from dspark_jax.io.hf import CheckpointError
 
   with pytest.raises(CheckpointError, match="'dynamic'.*supported: default, linear, yarn"):
     _rope_scaling({"rope_type": "dynamic", "factor": 2.0}, 256)
+  with pytest.raises(CheckpointError, match="bad yarn RoPE parameters"):
+    _rope_scaling({"rope_type": "yarn", "factor": 0.5, "original_max_position_embeddings": 64}, 256)
