@@ -29,12 +29,11 @@ from dspark_jax.config import (
   MLAConfig,
   ModelConfig,
   MoEConfig,
-  YarnRope,
   gemma3_layer_windows,
-  yarn_mscale,
 )
 from dspark_jax.io.gguf_file import GGUFFile, GGUFFormatError, read_gguf
 from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
+from dspark_jax.rope_scaling import YarnRope, yarn_mscale
 
 # Tensor types this loader dequantises: every type in the bundled SmolLM2 and Gemma 3 files
 # plus the plain float types. Others are refused by name rather than guessed at.

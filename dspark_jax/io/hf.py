@@ -20,11 +20,10 @@ from dspark_jax.config import (
   MLAConfig,
   ModelConfig,
   MoEConfig,
-  YarnRope,
   gemma3_layer_windows,
-  yarn_mscale,
 )
 from dspark_jax.models.transformer import param_shapes
+from dspark_jax.rope_scaling import YarnRope, yarn_mscale
 
 _LAYER_INDEX = re.compile(r"model\.layers\.(\d+)\.")
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from dspark_jax.config import YarnRope
 from dspark_jax.models.kv_cache import write_rows
+from dspark_jax.rope_scaling import YarnRope
 
 _DEFAULT_INIT = nn.initializers.normal(0.02)
 

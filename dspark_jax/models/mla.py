@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dspark_jax.config import MLAConfig, YarnRope
+from dspark_jax.config import MLAConfig
 from dspark_jax.models.kv_cache import write_rows
 from dspark_jax.models.layers import (
   RMSNorm,
@@ -38,6 +38,7 @@ from dspark_jax.models.layers import (
   attention_mask,
   rope_cos_sin,
 )
+from dspark_jax.rope_scaling import YarnRope
 
 
 def attend_latent_parts(q, parts, scale: float, softcap: float | None):
