@@ -3,6 +3,7 @@
 import jax
 import numpy as np
 
+from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import filter_logits
 from dspark_jax.models.transformer import forward_jit
 
@@ -51,3 +52,22 @@ def tight_cache(prompts, new_tokens: int, drafter) -> int:
   20,000-row distribution tests pass this instead: their cost is mostly cache traffic, 2-3x
   less at 16 slots than at 64, and the last slot of the cache gets used."""
   return max(len(p) for p in prompts) + new_tokens + drafter.draft_len + 1
+
+
+def sampled_requests(params, config, drafter, draft_params, prompt, sampling, n=20_000, **kwargs):
+  """Speculative decoding of `n` requests of one prompt, 3 new tokens each, in one batch.
+
+  Randomness is keyed per request, so each row is an independent sample of the output
+  distribution. The KV cache is sized to what the rows need (`tight_cache`); `kwargs` go to
+  `speculative_generate` (`verify_len`, ...)."""
+  return speculative_generate(
+    params,
+    config,
+    drafter,
+    draft_params,
+    [prompt] * n,
+    SpecConfig(3, sampling),
+    seed=4,
+    cache_capacity=tight_cache([prompt], 3, drafter),
+    **kwargs,
+  )

@@ -6,7 +6,7 @@ import pytest
 from dspark_jax.decoding.generate import GenerateConfig, generate
 from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import SamplingParams
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, sampled_requests
 from tests.tiny import tiny_model
 from tests.tiny_drafters import KINDS, random_drafter
 
@@ -50,16 +50,8 @@ def test_output_distribution_is_the_target_distribution(kind):
   exact = exact_sequence_probs(config, params, prompt, 3, sampling)
   n = 20_000
   verify_len = np.random.default_rng(1).integers(0, drafter.draft_len + 1, n)
-  out = speculative_generate(
-    params,
-    config,
-    drafter,
-    dparams,
-    [prompt] * n,
-    SpecConfig(3, sampling),
-    seed=4,
-    cache_capacity=tight_cache([prompt], 3, drafter),
-    verify_len=verify_len,
+  out = sampled_requests(
+    params, config, drafter, dparams, prompt, sampling, n, verify_len=verify_len
   )
   samples = [tuple(t) for t in out.tokens]
   stat, dof = chi_square(samples, exact)

@@ -8,7 +8,7 @@ from dspark_jax.decoding.loop import SpecConfig, speculative_generate
 from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.drafters.ngram import NgramDrafter
 from dspark_jax.drafters.prefix import PrefixDrafter
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, sampled_requests
 from tests.tiny import tiny_model
 from tests.tiny_drafters import propose_args, random_drafter
 
@@ -67,17 +67,7 @@ def test_output_distribution_is_the_target_distribution(kind):
   sampling = SamplingParams(0.8, top_k=5)
   prompt = [1, 2, 3, 1]
   exact = exact_sequence_probs(config, params, prompt, 3, sampling)
-  n = 20_000
-  out = speculative_generate(
-    params,
-    config,
-    drafter,
-    dparams,
-    [prompt] * n,
-    SpecConfig(3, sampling),
-    seed=4,
-    cache_capacity=tight_cache([prompt], 3, drafter),
-  )
+  out = sampled_requests(params, config, drafter, dparams, prompt, sampling)
   stat, dof = chi_square([tuple(t) for t in out.tokens], exact)
   assert stat < chi2_quantile_1e3(dof), (kind, stat, dof)
   assert 0.1 * out.admitted.sum() < out.accepted.sum() < out.admitted.sum()

@@ -15,7 +15,7 @@ from dspark_jax.decoding.sampling import SamplingParams
 from dspark_jax.drafters.build import make_drafter
 from dspark_jax.io.deepspec import load_drafter, save_drafter, state_dict_shapes
 from dspark_jax.training import trainer
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, sampled_requests
 from tests.drafters.test_drafter_modes import T, inference_logits, sequence, train_logits
 from tests.tiny import deepseek_style_moe, tiny_model
 from tests.tiny_drafters import random_drafter
@@ -88,16 +88,8 @@ def test_output_distribution_is_the_target_distribution():
   exact = exact_sequence_probs(config, params, prompt, 3, sampling)
   n = 20_000
   verify_len = np.random.default_rng(1).integers(0, drafter.draft_len + 1, n)
-  out = speculative_generate(
-    params,
-    config,
-    drafter,
-    dparams,
-    [prompt] * n,
-    SpecConfig(3, sampling),
-    seed=4,
-    cache_capacity=tight_cache([prompt], 3, drafter),
-    verify_len=verify_len,
+  out = sampled_requests(
+    params, config, drafter, dparams, prompt, sampling, n, verify_len=verify_len
   )
   stat, dof = chi_square([tuple(t) for t in out.tokens], exact)
   assert stat < chi2_quantile_1e3(dof), (stat, dof)

@@ -18,7 +18,7 @@ from dspark_jax.io.hf import load_hf_folder, params_from_hf_tensors, tensor_gett
 from dspark_jax.models.kv_cache import KVCache
 from dspark_jax.models.transformer import forward_jit as forward
 from tests.decoding.test_loop import PROMPTS, drafters
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, sampled_requests
 from tests.hf_tiny import VOCAB, make_tiny_hf_model
 from tests.tiny import deepseek_style_moe, tiny_model
 from tests.tiny_drafters import random_drafter
@@ -118,16 +118,7 @@ def test_speculative_output_on_an_mla_target_follows_its_distribution():
   drafter, dparams = random_drafter(
     "dspark-markov", config, params, mask_token_id=5, block_size=3, num_layers=1
   )
-  out = speculative_generate(
-    params,
-    config,
-    drafter,
-    dparams,
-    [prompt] * 20000,
-    SpecConfig(3, sampling),
-    seed=4,
-    cache_capacity=tight_cache([prompt], 3, drafter),
-  )
+  out = sampled_requests(params, config, drafter, dparams, prompt, sampling)
   stat, dof = chi_square([tuple(t) for t in out.tokens], exact)
   assert stat < chi2_quantile_1e3(dof), (stat, dof)
   assert out.accepted.sum() > 0  # the drafter's tokens were taken, not only resampled

@@ -17,7 +17,7 @@ from dspark_jax.io.hf import load_hf_folder
 from dspark_jax.models import moe
 from dspark_jax.models.transformer import forward_jit as forward
 from tests.decoding.test_loop import PROMPTS, drafters
-from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, tight_cache
+from tests.distribution import chi2_quantile_1e3, chi_square, exact_sequence_probs, sampled_requests
 from tests.hf_tiny import VOCAB, make_tiny_hf_model
 from tests.tiny import tiny_model
 from tests.tiny_drafters import random_drafter
@@ -159,15 +159,6 @@ def test_speculative_output_on_an_moe_target_follows_its_distribution():
   prompt, sampling = [1, 2, 3, 1], SamplingParams(1.0)
   exact = exact_sequence_probs(config, params, prompt, 3, sampling)
   _, drafter, dparams = drafters(config, params, 6)[1]
-  out = speculative_generate(
-    params,
-    config,
-    drafter,
-    dparams,
-    [prompt] * 20000,
-    SpecConfig(3, sampling),
-    seed=4,
-    cache_capacity=tight_cache([prompt], 3, drafter),
-  )
+  out = sampled_requests(params, config, drafter, dparams, prompt, sampling)
   stat, dof = chi_square([tuple(t) for t in out.tokens], exact)
   assert stat < chi2_quantile_1e3(dof), (stat, dof)
