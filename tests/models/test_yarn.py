@@ -70,15 +70,17 @@ DEEPSEEK_YARN = {
   "mscale_all_dim": 0.5,  # != mscale: cos/sin carry a factor and every score another
 }
 
+QWEN3_YARN = {
+  "rope_type": "yarn",
+  "rope_theta": 5000.0,
+  "factor": 4.0,
+  "original_max_position_embeddings": 32,
+}
+
 
 @pytest.mark.parametrize("family", ["qwen3", "deepseek_v3"])
 def test_an_hf_model_with_yarn_matches_transformers(family, tmp_path):
-  rope = (
-    DEEPSEEK_YARN
-    if family == "deepseek_v3"
-    else {"rope_type": "yarn", "rope_theta": 5000.0, "factor": 4.0,
-          "original_max_position_embeddings": 32}
-  )  # fmt: skip
+  rope = DEEPSEEK_YARN if family == "deepseek_v3" else QWEN3_YARN
   hf_model = make_tiny_hf_model(family, tmp_path, seed=2, rope_parameters=rope)
   config, params = load_hf_folder(tmp_path)
   assert config.rope_yarn is not None and config.rope_yarn.factor == rope["factor"]
@@ -94,16 +96,24 @@ def test_an_hf_model_with_yarn_matches_transformers(family, tmp_path):
   assert np.abs(_logits(params, plain, tokens) - want).max() > 1e-3
 
 
-def test_a_deepseek2_gguf_with_yarn_matches_transformers(tmp_path):
-  """llama.cpp records YaRN as factor, original context and `yarn_log_multiplier` (0.1 x
-  mscale_all_dim for deepseek2); DeepSeek's released configs have mscale = mscale_all_dim."""
-  rope = {**DEEPSEEK_YARN, "mscale_all_dim": 1.0}
-  hf_model = make_tiny_hf_model("deepseek_v3", tmp_path / "hf", seed=4, rope_parameters=rope)
+@pytest.mark.parametrize("family", ["qwen3", "deepseek_v3"])
+def test_a_gguf_with_yarn_matches_transformers(family, tmp_path):
+  """llama.cpp records YaRN as factor and original context; its RoPE scales cos and sin by
+  mscale(factor) (transformers' default attention factor), except for deepseek2, which
+  stores `yarn_log_multiplier` (0.1 x mscale_all_dim) for the score rescale and keeps the
+  rotation's magnitude at 1 (DeepSeek's released configs have mscale = mscale_all_dim)."""
+  rope = {**DEEPSEEK_YARN, "mscale_all_dim": 1.0} if family == "deepseek_v3" else QWEN3_YARN
+  hf_model = make_tiny_hf_model(family, tmp_path / "hf", seed=4, rope_parameters=rope)
   state = {k: v.numpy() for k, v in hf_model.state_dict().items()}
   path = tmp_path / "yarn.gguf"
-  write_gguf(path, "deepseek2", hf_model.config, state, yarn=True)
+  arch = "deepseek2" if family == "deepseek_v3" else family
+  write_gguf(path, arch, hf_model.config, state, yarn=True)
   config, params, _ = load_gguf(path)
-  assert config.rope_yarn.original_context == 32 and config.mla.score_multiplier > 1.0
+  assert config.rope_yarn.original_context == 32
+  if family == "deepseek_v3":
+    assert config.mla.score_multiplier > 1.0 and config.rope_yarn.attention_factor == 1.0
+  else:
+    assert config.rope_yarn.attention_factor > 1.0
   tokens = np.random.default_rng(1).integers(0, VOCAB, size=(1, LENGTH))
   np.testing.assert_allclose(
     _logits(params, config, tokens), _hf_logits(hf_model, tokens), atol=1e-4, rtol=0
