@@ -60,3 +60,9 @@ class YarnRope:
 def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
   """YaRN's magnitude correction 0.1 * mscale * ln(factor) + 1 (1 for factor <= 1)."""
   return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def deepseek_score_multiplier(factor: float, mscale_all_dim: float) -> float:
+  """DeepSeek's rescale of every attention score under scaled RoPE, mscale(factor,
+  mscale_all_dim)^2 (`MLAConfig.score_multiplier`); 1 without mscale_all_dim."""
+  return yarn_mscale(factor, mscale_all_dim) ** 2 if mscale_all_dim else 1.0

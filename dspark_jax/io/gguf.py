@@ -33,7 +33,7 @@ from dspark_jax.config import (
 )
 from dspark_jax.io.gguf_file import GGUFFile, GGUFFormatError, read_gguf
 from dspark_jax.io.hf import CheckpointError, params_from_hf_tensors
-from dspark_jax.rope_scaling import YarnRope, yarn_mscale
+from dspark_jax.rope_scaling import YarnRope, deepseek_score_multiplier, yarn_mscale
 
 # Tensor types this loader dequantises: every type in the bundled SmolLM2 and Gemma 3 files
 # plus the plain float types. Others are refused by name rather than guessed at.
@@ -166,7 +166,7 @@ def config_from_gguf(meta: dict[str, Any], tensor_names: set[str], dtype: str = 
       # DeepSeek rescales every score by mscale(factor, mscale_all_dim)^2; llama.cpp's converter
       # stores 0.1 * mscale_all_dim as the log multiplier.
       log_mul = float(meta.get(f"{arch}.rope.scaling.yarn_log_multiplier", 0.0))
-      multiplier = yarn_mscale(yarn.factor, log_mul / 0.1) ** 2 if log_mul else 1.0
+      multiplier = deepseek_score_multiplier(yarn.factor, log_mul / 0.1)
       extra["mla"] = dataclasses.replace(extra["mla"], score_multiplier=multiplier)
     head_dim, kv_heads = extra["mla"].qk_rope_head_dim, heads  # as the HF loader sets them
   elif f"{arch}.expert_count" in meta:

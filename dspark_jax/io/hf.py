@@ -23,7 +23,7 @@ from dspark_jax.config import (
   gemma3_layer_windows,
 )
 from dspark_jax.models.transformer import param_shapes
-from dspark_jax.rope_scaling import YarnRope, yarn_mscale
+from dspark_jax.rope_scaling import YarnRope, deepseek_score_multiplier, yarn_mscale
 
 _LAYER_INDEX = re.compile(r"model\.layers\.(\d+)\.")
 
@@ -88,10 +88,14 @@ def _rope_params(cfg: dict[str, Any], layer_type: str | None) -> dict[str, Any]:
   return {**scaling, "rope_theta": cfg.get("rope_theta", 10000.0)}
 
 
+def _rope_kind(rope: dict[str, Any]) -> str:
+  return rope.get("rope_type", rope.get("type", "default"))  # `type`: transformers 4 configs
+
+
 def _rope_scaling(rope: dict[str, Any], max_positions: int | None) -> float | YarnRope:
   """The linear factor (1.0: none) or the YaRN scaling of HF RoPE parameters, with HF's
   defaults (`_compute_yarn_parameters` in transformers)."""
-  kind = rope.get("rope_type", rope.get("type", "default"))
+  kind = _rope_kind(rope)
   if kind == "default":
     return 1.0
   if kind == "linear":
@@ -126,10 +130,9 @@ def _rope_scaling(rope: dict[str, Any], max_positions: int | None) -> float | Ya
 def _mla_score_multiplier(rope: dict[str, Any]) -> float:
   """DeepSeek's extra softmax scale with scaled RoPE: mscale(factor, mscale_all_dim)^2 (HF's
   `yarn_apply_mscale`); it rescales the non-rotary dims too, unlike YaRN's cos/sin factor."""
-  kind = rope.get("rope_type", rope.get("type", "default"))
-  if kind == "default" or not rope.get("mscale_all_dim"):
+  if _rope_kind(rope) == "default" or not rope.get("mscale_all_dim"):
     return 1.0
-  return yarn_mscale(float(rope["factor"]), float(rope["mscale_all_dim"])) ** 2
+  return deepseek_score_multiplier(float(rope["factor"]), float(rope["mscale_all_dim"]))
 
 
 def config_from_hf(cfg: dict[str, Any], dtype: str = "float32") -> ModelConfig:
